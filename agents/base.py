@@ -1,0 +1,87 @@
+"""The one interface every proposal backend implements.
+
+A backend is given a :class:`ProposalContext` — the specialist it plays, the rendered lineage view,
+and read access to the code of any trial — and returns a :class:`Proposal`: a hypothesis, an
+expected delta, a parent, a unified diff against the parent's code, notes and usage. A backend that
+cannot produce a usable proposal raises :class:`ProposalFailed` with a label-worthy ``kind``; the
+campaign loop records that as a labelled outcome, never a crash of the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ledger.events import Usage
+
+
+@dataclass
+class Proposal:
+    hypothesis: str
+    diff: str  # unified diff against the parent's code (tasks.diffs format)
+    parent: int | None = None  # parent trial number; None = the current incumbent
+    expected_delta: float | None = None
+    notes: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    backend: str = ""
+    model: str = ""
+    transcript: str = ""  # the full conversation / reasoning trace, stored as an artifact
+
+
+class ProposalFailed(Exception):
+    """No usable proposal. ``kind``: empty | refused | no_tool_call | invalid_diff | outside_surface |
+    too_large | turn_limit | api_error | no_api_key. ``usage``/``cost_usd`` are still recorded."""
+
+    def __init__(self, kind: str, message: str, *, usage: Usage | None = None, cost_usd: float = 0.0,
+                 diff: str = "", hypothesis: str = "", transcript: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.usage = usage or Usage()
+        self.cost_usd = cost_usd
+        self.diff = diff
+        self.hypothesis = hypothesis
+        self.transcript = transcript
+
+
+class ProposalContext(Protocol):
+    """What a backend may see and do. Implemented by the campaign loop over the ledger."""
+
+    specialist: str  # e.g. "opt"
+    surface: str  # the surface this specialist owns
+    preamble: str  # scope and edit radius of the specialist
+    task_name: str
+    metric: str
+    direction: str  # "min" | "max"
+    seed: int
+
+    def lineage_text(self) -> str:
+        """The rendered lineage view (bounded by a token budget); exactly what the agent reads."""
+
+    def query_trials(self, query: str) -> str:
+        """Answer a trial-tree query (e.g. 'children 12', 'status crash', 'specialist opt', 'chain 40')."""
+
+    def incumbent(self) -> int:
+        """The trial number of the current best (the baseline before any keep)."""
+
+    def trial_files(self, number: int) -> dict[str, str]:
+        """The full recipe code of trial ``number`` (baseline plus its diff chain)."""
+
+    def trial_diff(self, a: int, b: int) -> str:
+        """A unified diff from trial a's code to trial b's code."""
+
+    def editable_files(self) -> list[str]:
+        """Recipe files this specialist's surface may edit."""
+
+    def check_size(self, files: dict[str, str]) -> str:
+        """Projected artifact-size check for candidate code: a one-line verdict."""
+
+    def check_surface(self, parent: int, diff: str) -> str | None:
+        """None when the diff stays inside the surface; otherwise the reason it does not."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def propose(self, ctx: ProposalContext) -> Proposal: ...

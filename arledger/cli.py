@@ -1,0 +1,292 @@
+"""The `arledger` command: the composition root. Thin: parse, call into the packages, print.
+
+    arledger init                      make the ledger (SQLite under .arledger/) and a signing key
+    arledger run                       run a campaign (default: golf-mini, offline specialists)
+    arledger runner                    claim and train queued trials
+    arledger log | status | show | lineage | diff
+    arledger audit verify | checkpoint | prove | check-proof | report
+    arledger export --out DIR          tables, LaTeX, figures and a signed manifest
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ledger import events as ev
+from ledger.app import Ledger, __version__
+from ledger.store import LedgerError
+
+LEDGER_OPTION = click.option(
+    "--ledger", "ledger_url", envvar="ARLEDGER_LEDGER", default=None, metavar="URL",
+    help="Ledger URL: sqlite:PATH (default sqlite:.arledger/ledger.db), postgresql://USER@HOST/DB, memory://. "
+         "Env: ARLEDGER_LEDGER.",
+)
+
+
+class Group(click.Group):
+    """Turns errors a user can cause into one clear line and a non-zero exit, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except LedgerError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def console() -> Console:
+    return Console(stderr=False, soft_wrap=True)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="arledger")
+def cli() -> None:
+    """arledger: auto-research for ML training recipes on a verifiable trial ledger.
+
+    Every proposal, diff, launch, metric, failure and piece of feedback is an immutable event in
+    an append-only, hash-chained ledger (a Merkle log with Ed25519-signed checkpoints).
+
+    Start with `arledger run` (it initialises the ledger), then `arledger status`,
+    `arledger export --out paper/` and `arledger audit verify`.
+    """
+
+
+@cli.command()
+@LEDGER_OPTION
+@click.option("--key", "key_path", type=click.Path(path_type=Path), envvar="ARLEDGER_KEY", default=None,
+              help="Where the Ed25519 signing key goes (default: signing.key beside the SQLite ledger).")
+def init(ledger_url: str | None, key_path: Path | None) -> None:
+    """Create the ledger and its signing key (mode 0600). Safe to run twice."""
+    from ledger.audit import init_ledger
+
+    led, kp, created = init_ledger(ledger_url, key_path)
+    with led:
+        verb = "created" if created else "already initialised:"
+        click.echo(f"{verb} {led.describe()}")
+        click.echo(f"ledger id    {led.ledger_id()}")
+        click.echo(f"signing key  {kp}")
+        pub = led.ledger_root().public_keys
+        click.echo(f"trusted keys {', '.join(pub)}")
+
+
+def open_ledger(url: str | None) -> Ledger:
+    led = Ledger.open(url)
+    if not led.is_initialised():
+        led.close()
+        raise LedgerError(f"{led.describe()} is not initialised; run `arledger init`")
+    return led
+
+
+def _trial_numbers(led: Ledger) -> dict:
+    nums = {}
+    for r in led.events(topics=(ev.TOPIC_OF[ev.TrialRegistered],)):
+        e = r.event
+        nums[e.trial_id] = (e.originator_id, e.number)
+    return nums
+
+
+def event_summary(e: ev.Event) -> str:
+    t = type(e)
+    if t is ev.TrialProposed:
+        return f"#{e.number} {e.specialist}: {e.hypothesis}"
+    if t is ev.OutcomeLabelled:
+        s = f"{e.status}"
+        if e.score is not None:
+            s += f" score={e.score:.6g}"
+        return s + (f" — {e.reason}" if e.reason else "") + (f" [{e.excerpt}]" if e.excerpt else "")
+    if t is ev.TrialEvaluated:
+        return f"score={e.score} by {e.evaluator}"
+    if t is ev.TrialFinished:
+        return f"exit={e.exit_status} wall={e.wall_s:.1f}s"
+    if t is ev.LaunchClaimed:
+        return f"{e.runner} epoch {e.epoch}"
+    if t is ev.CampaignOpened:
+        return f"{e.name}: task {e.task} ({e.metric}, {e.direction}), arm {e.arm}"
+    if t is ev.IncumbentPromoted:
+        return f"#{e.number} score={e.score:.6g} {e.reason}"
+    if t is ev.CheckpointSigned:
+        return f"size={e.size} root={e.root[:16]}…"
+    if t is ev.TrialRegistered:
+        return f"#{e.number} {e.specialist} ({e.kind})"
+    return ""
+
+
+@cli.command()
+@LEDGER_OPTION
+@click.option("--trial", "trial_no", type=int, default=None, help="Only events of this trial number.")
+@click.option("--campaign", default=None, help="Only this campaign (default: all).")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these event types (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one event each.")
+@click.option("--limit", type=int, default=None, help="At most this many (the most recent).")
+def log(ledger_url: str | None, trial_no: int | None, campaign: str | None, types: tuple[str, ...],
+        as_json: bool, limit: int | None) -> None:
+    """The events in commit order, with their Merkle positions."""
+    known = {c.__name__ for c in ev.EVENT_TYPES}
+    bad = [t for t in types if t not in known]
+    if bad:
+        raise click.ClickException(f"unknown event type(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    with open_ledger(ledger_url) as led:
+        cid = ev.campaign_id_for(campaign) if campaign else None
+        want_trial = None
+        if trial_no is not None:
+            if cid is None:
+                cids = [r.event.originator_id for r in led.events(topics=(ev.TOPIC_OF[ev.CampaignOpened],))]
+                if not cids:
+                    raise click.ClickException("the ledger has no campaign")
+                cid = cids[-1]
+            want_trial = ev.trial_id_for(cid, trial_no)
+        rows = []
+        for r in led.events():
+            e = r.event
+            if types and e.type not in types:
+                continue
+            if want_trial is not None and e.originator_id != want_trial:
+                continue
+            if cid is not None and want_trial is None:
+                if e.originator_id != cid and getattr(e, "campaign_id", None) != cid:
+                    continue
+            rows.append(r)
+        if limit is not None:
+            rows = rows[-limit:]
+        if as_json:
+            for r in rows:
+                d = r.event.to_builtins()
+                d["position"] = r.position
+                click.echo(json.dumps(d, default=str))
+            return
+        table = Table(show_header=True, header_style="bold")
+        for col in ("pos", "time", "type", "actor", "v", "summary"):
+            table.add_column(col)
+        import datetime as dt
+
+        for r in rows:
+            e = r.event
+            t = dt.datetime.fromtimestamp(e.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(str(r.position), t, e.type, e.actor, str(e.originator_version), event_summary(e)[:120])
+        console().print(table)
+
+
+@cli.group(cls=Group)
+def audit() -> None:
+    """Tamper evidence: sign checkpoints, verify the whole ledger, prove one event."""
+
+
+@audit.command("checkpoint")
+@LEDGER_OPTION
+@click.option("--key", "key_path", type=click.Path(path_type=Path), envvar="ARLEDGER_KEY", default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="File or directory to write the checkpoint to (default: checkpoints/ beside the ledger).")
+def audit_checkpoint(ledger_url: str | None, key_path: Path | None, out: Path | None) -> None:
+    """Sign the ledger's current size and Merkle root; record it and write it to a file."""
+    from ledger.audit import make_checkpoint
+
+    with open_ledger(ledger_url) as led:
+        dest = out or (led.home / "checkpoints")
+        if out is None:
+            dest.mkdir(parents=True, exist_ok=True)
+        cp, path = make_checkpoint(led, key_path, write_to=dest)
+        click.echo(f"signed checkpoint: size {cp.size}, root {cp.root}")
+        click.echo(f"written to {path} — keep a copy elsewhere; `arledger audit verify --checkpoint {path}`")
+
+
+@audit.command("verify")
+@LEDGER_OPTION
+@click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path), default=None,
+              help="A checkpoint file held outside the ledger: the ledger must still extend it.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--no-artifacts", is_flag=True, help="Skip re-hashing referenced artifacts.")
+def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: bool, no_artifacts: bool) -> None:
+    """Recompute every leaf and root, check every signature, decode every event, re-hash every
+    referenced artifact. Names the first divergence; exits 1 on any problem."""
+    from ledger.audit import verify
+    from ledger.keys import Checkpoint
+
+    cp = Checkpoint.read(checkpoint_file) if checkpoint_file else None
+    with open_ledger(ledger_url) as led:
+        from rich.progress import Progress
+
+        with Progress(transient=True, console=Console(stderr=True)) as prog:
+            task = prog.add_task("verifying", total=None)
+            rep = verify(led, cp, check_artifacts=not no_artifacts,
+                         progress=lambda n: prog.update(task, completed=n),
+                         checkpoint_source=str(checkpoint_file) if checkpoint_file else "checkpoint file")
+    if as_json:
+        click.echo(json.dumps(rep.to_dict()))
+    elif rep.ok:
+        click.echo(f"OK: {rep.events} events, root {rep.root}, {rep.checkpoints} signed checkpoint(s), "
+                   f"{rep.artifacts} artifact(s) verified")
+    else:
+        first = rep.first()
+        assert first is not None
+        click.echo(f"FAILED: {len(rep.problems)} problem(s); first divergence: {first.message}", err=True)
+        for p in sorted(rep.problems, key=lambda p: p.sort_key())[1:20]:
+            click.echo(f"  also: {p.message}", err=True)
+    if not rep.ok:
+        sys.exit(1)
+
+
+@audit.command("prove")
+@LEDGER_OPTION
+@click.argument("position", type=int)
+@click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the proof here (default stdout).")
+def audit_prove(ledger_url: str | None, position: int, checkpoint_file: Path, out: Path | None) -> None:
+    """An inclusion proof that the event at POSITION (see `arledger log`) is in a signed checkpoint.
+    Anyone can check it with `arledger audit check-proof FILE` and the public key alone."""
+    from ledger.audit import dump_proof, prove
+    from ledger.keys import Checkpoint
+
+    cp = Checkpoint.read(checkpoint_file)
+    with open_ledger(ledger_url) as led:
+        doc = prove(led, position, cp)
+    text = dump_proof(doc)
+    if out:
+        out.write_text(text)
+        click.echo(f"proof of position {position} written to {out}")
+    else:
+        click.echo(text)
+
+
+@audit.command("check-proof")
+@click.argument("proof_file", type=click.Path(exists=True, path_type=Path))
+@click.option("--public-key", default=None, help="The hex public key you trust (default: the one in the proof).")
+def audit_check_proof(proof_file: Path, public_key: str | None) -> None:
+    """Check an inclusion proof offline: no ledger needed."""
+    from ledger.audit import check_proof
+
+    try:
+        doc = json.loads(proof_file.read_text())
+    except json.JSONDecodeError as e:
+        raise click.ClickException(f"{proof_file} is not JSON ({e})") from None
+    ok, msg = check_proof(doc, public_key)
+    click.echo(("VALID: " if ok else "INVALID: ") + msg)
+    if not ok:
+        sys.exit(1)
+
+
+def _register_parts() -> None:
+    from arledger import cli_read, cli_run, cli_tasks
+
+    for mod in (cli_tasks, cli_read, cli_run):
+        reg = getattr(mod, "register", None)
+        if reg is not None:
+            reg(cli)
+    reg_audit = getattr(cli_read, "register_audit", None)
+    if reg_audit is not None:
+        reg_audit(audit)
+
+
+_register_parts()
+
+
+def main() -> None:
+    cli(prog_name="arledger")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""The event catalogue: every fact the ledger records, as a small frozen msgspec Struct.
+
+Events are named in the past tense, carry a schema version, an actor (``agent:opt``,
+``runner:host-3``, ``evaluator:golf-mini@1a2b``, ``importer:cmu``, ``human:alice``) and a time.
+Large payloads (diffs, logs, prompts, code trees, model files) live in the artifact store; an
+event carries their sha256 (fields named ``*_sha``). Decoding validates every field's type.
+
+Three kinds of aggregate own the events:
+
+* the **ledger** itself (one per store; id ``LEDGER_ID``): initialisation, signed checkpoints,
+  imports;
+* a **campaign**: opened, trials registered, noise measured, incumbents promoted, closed;
+* a **trial**: proposed, preflight, launch, claim, lease, start, metrics, finish, evaluation,
+  outcome, relabel.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, ClassVar
+
+import msgspec
+
+SCHEMA = 1
+
+LEDGER_ID = uuid.UUID("6a1f0c3e-8d2b-5b7e-9c11-0a7ed6e70001")
+"""The id of the single ledger aggregate (initialisation, checkpoints, imports)."""
+
+NAMESPACE = uuid.UUID("0b6a9c5e-3f1d-5a2e-8e77-a1ed9e700000")
+
+# Every outcome label a trial can end with. ``baseline`` and ``harness_abort`` exist for imported
+# records (the CMU harness used both); the loop itself never writes them except ``baseline``.
+STATUSES: tuple[str, ...] = (
+    "keep",
+    "discard",
+    "crash",
+    "preflight_crash",
+    "size_blocked",
+    "train_budget_overrun",
+    "eval_budget_overrun",
+    "disqualified",
+    "oom",
+    "diverged",
+    "illegal_edit",
+    "duplicate",
+    "runner_lost",
+    "cancelled",
+    "baseline",
+    "harness_abort",
+)
+VALID_SCORED = ("keep", "discard", "baseline")
+"""Labels of trials whose score is a valid evaluator score."""
+
+
+def now() -> float:
+    return time.time()
+
+
+def campaign_id_for(name: str) -> uuid.UUID:
+    """Campaign ids are derived from the campaign name: one name, one campaign per ledger."""
+    return uuid.uuid5(NAMESPACE, f"campaign:{name}")
+
+
+def trial_id_for(campaign_id: uuid.UUID, number: int) -> uuid.UUID:
+    """Trial ids are derived from (campaign, trial number), so a retried proposal cannot fork."""
+    return uuid.uuid5(campaign_id, f"trial:{number}")
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every event. ``originator_id``/``originator_version`` place it in its aggregate."""
+
+    originator_id: uuid.UUID
+    originator_version: int
+    actor: str
+    at: float = msgspec.field(default_factory=now)
+    schema: int = SCHEMA
+
+    # the aggregate kind that owns this event type
+    aggregate: ClassVar[str] = ""
+
+    @property
+    def timestamp(self) -> float:  # eventsourcing's DomainEventProtocol asks for nothing more
+        return self.at
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def to_builtins(self) -> dict[str, Any]:
+        d = msgspec.to_builtins(self)
+        d["type"] = type(self).__name__
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# small value types
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """LLM token usage of one proposal (all zero for offline backends)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    turns: int = 0
+    requests: int = 0
+    retries: int = 0
+
+
+class SpecialistDecl(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    surface: str
+    preamble: str = ""
+
+
+class Check(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class GateResult(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    passed: bool
+    value: float | None = None
+    limit: float | None = None
+    detail: str = ""
+
+
+class MetricPoint(msgspec.Struct, frozen=True, array_like=True):
+    step: int
+    name: str
+    value: float
+
+
+# ---------------------------------------------------------------------------------------------
+# the ledger aggregate
+
+
+class LedgerInitialized(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "ledger"
+    public_key: str  # Ed25519 raw public key, hex
+    key_id: str  # first 16 hex of sha256(public key)
+    arledger_version: str
+
+
+class KeyAdded(Event, frozen=True, kw_only=True):
+    """A further signing key trusted by this ledger (e.g. a second host's)."""
+
+    aggregate: ClassVar[str] = "ledger"
+    public_key: str
+    key_id: str
+    reason: str = ""
+
+
+class CheckpointSigned(Event, frozen=True, kw_only=True):
+    """A signed statement: the Merkle log had ``size`` leaves with root ``root`` (hex)."""
+
+    aggregate: ClassVar[str] = "ledger"
+    size: int
+    root: str
+    key_id: str
+    signature: str  # Ed25519 signature (hex) over checkpoint_message(ledger, size, root)
+    ledger_name: str
+
+
+class RecordImported(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "ledger"
+    format: str  # cmu | autoresearch
+    source: str  # the folder or file as given
+    files: dict[str, str]  # file name -> sha256 of its bytes
+    campaign_id: uuid.UUID
+    campaign: str
+    trials: int
+
+
+# ---------------------------------------------------------------------------------------------
+# the campaign aggregate
+
+
+class CampaignOpened(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "campaign"
+    name: str
+    task: str
+    task_version: str
+    task_sha: str  # content hash of the task directory (spec, recipe, evaluator)
+    metric: str
+    direction: str  # "min" | "max"
+    arm: str = "lineage"
+    specialists: list[SpecialistDecl] = []
+    budgets: dict[str, float] = {}
+    config: dict[str, Any] = {}
+    harness_version: str = ""
+    seed: int = 0
+
+
+class CampaignResumed(Event, frozen=True, kw_only=True):
+    """A campaign picked up again; records the harness and config in force from here on."""
+
+    aggregate: ClassVar[str] = "campaign"
+    harness_version: str
+    config: dict[str, Any] = {}
+    reason: str = ""
+
+
+class TrialRegistered(Event, frozen=True, kw_only=True):
+    """Dense numbering of a campaign's trials (saved atomically with TrialProposed)."""
+
+    aggregate: ClassVar[str] = "campaign"
+    trial_id: uuid.UUID
+    number: int
+    specialist: str
+    kind: str = "proposal"
+
+
+class NoiseMeasured(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "campaign"
+    metric: str
+    values: list[float]
+    sd: float
+    trials: list[uuid.UUID] = []
+    source: str = "reruns"  # reruns | task | imported
+
+
+class IncumbentPromoted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "campaign"
+    trial_id: uuid.UUID
+    number: int
+    score: float
+    previous_trial_id: uuid.UUID | None = None
+    previous_score: float | None = None
+    delta: float | None = None
+    threshold: float = 0.0
+    noise_sd: float = 0.0
+    evidence: list[uuid.UUID] = []  # the trials (runs, confirmations) the promotion rests on
+    reason: str = ""
+
+
+class CampaignClosed(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "campaign"
+    reason: str
+    trials: int = 0
+    best_trial_id: uuid.UUID | None = None
+    best_score: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# the trial aggregate
+
+
+class TrialProposed(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    campaign_id: uuid.UUID
+    number: int
+    specialist: str
+    surface: str
+    hypothesis: str
+    parent_id: uuid.UUID | None = None
+    expected_delta: float | None = None
+    diff_sha: str | None = None  # unified diff against the parent's code, in the artifact store
+    diff_bytes: int = 0
+    prompt_sha: str | None = None  # the exact rendered lineage view / prompt the proposer saw
+    notes: str = ""
+    kind: str = "proposal"  # proposal | baseline | rerun | confirmation | imported
+    confirms: uuid.UUID | None = None  # for reruns/confirmations: the trial they re-measure
+    seed: int = 0
+    backend: str = ""
+    model: str = ""
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+
+
+class PreflightChecked(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    passed: bool
+    checks: list[Check] = []
+    tree_sha: str | None = None  # the workspace tree hash the preflight built
+
+
+class LaunchRequested(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    task: str
+    seeds: list[int] = msgspec.field(default_factory=lambda: [0])
+    gpus: int = 0
+    priority: int = 0
+
+
+class LaunchClaimed(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    runner: str
+    epoch: int
+    lease_s: float
+    lease_expires: float
+
+
+class LeaseRenewed(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    runner: str
+    epoch: int
+    lease_expires: float
+
+
+class LaunchRequeued(Event, frozen=True, kw_only=True):
+    """The reaper found an expired lease: the attempt is lost, a new epoch may be claimed."""
+
+    aggregate: ClassVar[str] = "trial"
+    previous_runner: str
+    previous_epoch: int
+    epoch: int
+    reason: str
+
+
+class TrialStarted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    runner: str
+    epoch: int
+    host: str
+    accelerator: str  # "cpu" or e.g. "cuda:NVIDIA H100 80GB HBM3 x1"
+    versions: dict[str, str] = {}
+    tree_sha: str = ""
+    slot: int = 0
+    cpu_threads: int = 0
+    cuda_visible_devices: str = ""
+
+
+class MetricsLogged(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    epoch: int
+    points: list[MetricPoint]
+
+
+class TrialFinished(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    epoch: int
+    exit_status: int | None
+    signal: int | None = None
+    timed_out: bool = False
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    peak_rss_bytes: int = 0
+    peak_gpu_bytes: int = 0
+    artifact_sha: str | None = None
+    artifact_bytes: int = 0
+    code_bytes: int = 0
+    log_sha: str | None = None
+    log_bytes: int = 0
+    tree_sha_after: str = ""
+
+
+class TrialEvaluated(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    epoch: int
+    score: float | None
+    metrics: dict[str, float] = {}
+    gates: list[GateResult] = []
+    evaluator: str = ""  # evaluator name@version
+    evaluator_sha: str = ""  # content hash of the evaluator-owned files that scored it
+    eval_wall_s: float = 0.0
+    log_sha: str | None = None
+
+
+class OutcomeLabelled(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    status: str
+    reason: str = ""
+    excerpt: str = ""
+    epoch: int = 0
+    score: float | None = None
+    delta: float | None = None  # score - incumbent score at labelling time
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise msgspec.ValidationError(f"unknown status {self.status!r}")
+
+
+class TrialRelabelled(Event, frozen=True, kw_only=True):
+    """A correction: the original label stays in the log; this one supersedes it, with a reason."""
+
+    aggregate: ClassVar[str] = "trial"
+    status: str
+    previous_status: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise msgspec.ValidationError(f"unknown status {self.status!r}")
+
+
+class TrialQuarantined(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "trial"
+    reason: str
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    LedgerInitialized,
+    KeyAdded,
+    CheckpointSigned,
+    RecordImported,
+    CampaignOpened,
+    CampaignResumed,
+    TrialRegistered,
+    NoiseMeasured,
+    IncumbentPromoted,
+    CampaignClosed,
+    TrialProposed,
+    PreflightChecked,
+    LaunchRequested,
+    LaunchClaimed,
+    LeaseRenewed,
+    LaunchRequeued,
+    TrialStarted,
+    MetricsLogged,
+    TrialFinished,
+    TrialEvaluated,
+    OutcomeLabelled,
+    TrialRelabelled,
+    TrialQuarantined,
+)
+
+BY_TOPIC: dict[str, type[Event]] = {f"arledger.{c.__name__}.v{SCHEMA}": c for c in EVENT_TYPES}
+TOPIC_OF: dict[type[Event], str] = {c: t for t, c in BY_TOPIC.items()}
+
+
+def topic_of(event: Event) -> str:
+    return TOPIC_OF[type(event)]
+
+
+def artifact_shas(event: Event) -> list[str]:
+    """Every artifact sha an event refers to (fields ending in ``_sha`` that hold a digest)."""
+    out = []
+    for name in event.__struct_fields__:
+        if name.endswith("_sha") and name not in ("task_sha", "evaluator_sha", "tree_sha", "tree_sha_after"):
+            v = getattr(event, name)
+            if isinstance(v, str) and len(v) == 64:
+                out.append(v)
+    return out
