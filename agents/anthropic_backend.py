@@ -290,12 +290,20 @@ Propose one trial and finish with submit_trial."""
 @dataclass
 class AnthropicBackend:
     """The Messages API as a proposal backend. Raises :class:`MissingAPIKey` when no key is given
-    and ``ANTHROPIC_API_KEY`` is unset. ``base_url`` defaults to ``ANTHROPIC_BASE_URL``."""
+    and ``ANTHROPIC_API_KEY`` is unset. ``base_url`` defaults to ``ANTHROPIC_BASE_URL``.
+
+    ``max_tokens`` bounds each answer; with ``thinking_budget`` > 0 (at least 1024) extended thinking
+    is on and each request asks ``max_tokens + thinking_budget``. ``adaptive_thinking`` sends
+    ``{"type": "adaptive"}`` instead (newer models prefer it). ``max_retries``/``backoff_s``: retries
+    of 429/408/5xx/529 and connection errors, exponential from ``backoff_s`` unless the server sends
+    ``retry-after``. ``max_diff_bytes``: larger diffs fail as ``too_large``. ``sleep`` is how the
+    retry loop waits (tests pass a recorder)."""
 
     model: str = DEFAULT_MODEL
     max_turns: int = 24
     max_tokens: int = 8192
     thinking_budget: int = 0
+    adaptive_thinking: bool = False
     prices: PriceTable = field(default_factory=PriceTable)
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
@@ -475,11 +483,13 @@ class _Session:
         self.add_user([{"type": "text", "text": first_message(ctx, self.parent, self.work)}])
         kwargs: dict[str, Any] = {
             "model": b.model,
-            "max_tokens": b.max_tokens + b.thinking_budget,
+            "max_tokens": b.max_tokens + (0 if b.adaptive_thinking else b.thinking_budget),
             "system": [{"type": "text", "text": system, "cache_control": _EPHEMERAL}],
             "tools": _tools_param(),
         }
-        if b.thinking_budget > 0:
+        if b.adaptive_thinking:
+            kwargs["thinking"] = {"type": "adaptive"}
+        elif b.thinking_budget > 0:
             kwargs["thinking"] = {"type": "enabled", "budget_tokens": b.thinking_budget}
         try:
             while self.turns < b.max_turns:
@@ -763,9 +773,12 @@ def _opt_int_arg(args: dict[str, Any], name: str) -> int | None:
 
 
 def _match_lines(text: str, needle: str) -> list[int]:
-    out, start = [], 0
+    out: list[int] = []
+    start = 0
     while (i := text.find(needle, start)) >= 0:
-        out.append(text[:i].count("\n") + 1)
+        line = text[:i].count("\n") + 1
+        if line not in out:
+            out.append(line)
         start = i + 1
     return out
 

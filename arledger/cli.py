@@ -210,7 +210,7 @@ def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: 
     with open_ledger(ledger_url) as led:
         from rich.progress import Progress
 
-        with Progress(transient=True, console=Console(stderr=True)) as prog:
+        with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as prog:
             task = prog.add_task("verifying", total=None)
             rep = verify(led, cp, check_artifacts=not no_artifacts,
                          progress=lambda n: prog.update(task, completed=n),

@@ -1,1 +1,302 @@
-"""placeholder; filled in by its owner."""
+"""`arledger tasks | runner | trial submit`: tasks, the runner daemon, and submitting a trial by hand.
+
+    arledger tasks list                         the built-in tasks
+    arledger tasks show NAME                    one task's spec: surfaces, knobs, budgets, gates, hashes
+    arledger tasks check PATH                   validate a task directory (exit 1 on any failed check)
+    arledger runner [--slots N] [--gpus 0,1] [--gpus-per-trial K] [--lease S] [--once]
+    arledger trial submit --task T --diff FILE --hypothesis TEXT [--campaign NAME] [--parent N]
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+_LEDGER = click.option(
+    "--ledger", "ledger_url", envvar="ARLEDGER_LEDGER", default=None, metavar="URL",
+    help="Ledger URL: sqlite:PATH (default sqlite:.arledger/ledger.db), postgresql://USER@HOST/DB?schema=S. "
+         "Env: ARLEDGER_LEDGER.",
+)
+
+
+def _user_errors(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors a user can cause become one clear message (click.ClickException), no traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        from ledger.store import LedgerError
+        from tasks.data import DataError
+        from tasks.spec import TaskSpecError
+
+        try:
+            return f(*a, **kw)
+        except (LedgerError, TaskSpecError, DataError) as e:
+            raise click.ClickException(str(e)) from None
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            raise click.ClickException(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
+
+    return wrapper
+
+
+def _open(url: str | None):
+    from ledger.app import Ledger
+    from ledger.store import LedgerError
+
+    led = Ledger.open(url)
+    if not led.is_initialised():
+        led.close()
+        raise LedgerError(f"{led.describe()} is not initialised; run `arledger init`")
+    return led
+
+
+def _console() -> Console:
+    return Console(soft_wrap=True, highlight=False)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(tasks_group)
+    cli.add_command(runner_cmd)
+    cli.add_command(trial_group)
+
+
+# -------------------------------------------------------------------------------------------------
+# tasks
+
+
+@click.group("tasks")
+def tasks_group() -> None:
+    """Task specs: the built-in tasks, one task's details, validating a task directory."""
+
+
+@tasks_group.command("list")
+@_user_errors
+def tasks_list() -> None:
+    """The built-in tasks."""
+    from tasks.spec import TaskSpecError, builtin_tasks, load_task
+
+    t = Table("task", "version", "metric", "budget (train/eval s)", "description", box=None)
+    for name in builtin_tasks():
+        try:
+            s = load_task(name)
+        except TaskSpecError as e:
+            t.add_row(name, "?", "?", "?", f"[red]broken: {e}[/red]")
+            continue
+        t.add_row(s.name, s.version, f"{s.metric} ({s.direction})", f"{s.budgets.train_s:g}/{s.budgets.eval_s:g}",
+                  s.description)
+    _console().print(t)
+
+
+@tasks_group.command("show")
+@click.argument("name")
+@_user_errors
+def tasks_show(name: str) -> None:
+    """One task: where it lives, commands, budgets, gates, noise, surfaces and knobs, hashes."""
+    from tasks.spec import load_task
+
+    s = load_task(name)
+    c = _console()
+    c.print(f"[bold]{s.name}[/bold] v{s.version} — {s.description}")
+    c.print(f"dir          {s.root}")
+    c.print(f"metric       {s.metric} ({s.direction})")
+    c.print(f"recipe       {s.recipe_dir}/: {', '.join(s.recipe_files)}   artifact {s.artifact}")
+    c.print(f"evaluator    {', '.join(s.evaluator_files)}"
+            + (f"   staged: {', '.join(s.stage_into_workspace)}" if s.stage_into_workspace else ""))
+    c.print(f"commands     train: {s.commands.train}")
+    c.print(f"             evaluate: {s.commands.evaluate}")
+    if s.commands.prepare:
+        c.print(f"             prepare: {s.commands.prepare}")
+    c.print(f"budgets      preflight {s.budgets.preflight_s:g}s, train {s.budgets.train_s:g}s, "
+            f"eval {s.budgets.eval_s:g}s")
+    g = s.gates
+    gates = []
+    if g.artifact_max_bytes:
+        gates.append(f"artifact <= {g.artifact_max_bytes:,} B")
+    if g.accuracy_metric:
+        gates.append(f"{g.accuracy_metric} >= {g.accuracy_min}")
+    c.print(f"gates        {', '.join(gates) or 'none'}")
+    n = s.noise
+    c.print(f"noise        {n.seeds_per_trial} seed(s)/trial, {n.confirmation_runs} confirmation run(s), "
+            f"min_delta {n.min_delta:g}, k {n.k:g}, sd {n.sd:g}")
+    c.print(f"resources    {s.resources.gpus_per_trial} GPU(s), {s.resources.cpu_threads} CPU thread(s)")
+    c.print(f"content sha  {s.content_sha()}")
+    c.print(f"evaluator    {s.evaluator_sha()}")
+    t = Table("surface", "files", "regions", "knobs", box=None)
+    for sf in s.surfaces.values():
+        t.add_row(sf.name, ", ".join(sf.files), ", ".join(sf.regions) or "(whole files)",
+                  ", ".join(f"{k.name} {k.type}" for k in sf.knobs))
+    c.print(t)
+    if s.specialists:
+        c.print("specialists  " + ", ".join(f"{sp.name} ({sp.surface})" for sp in s.specialists))
+
+
+@tasks_group.command("check")
+@click.argument("path")
+@_user_errors
+def tasks_check(path: str) -> None:
+    """Validate a task directory (or task.toml): every key, files, knobs, patches, data hashes."""
+    from tasks.spec import check_task
+
+    results = check_task(path)
+    c = _console()
+    for r in results:
+        mark = "[green]ok  [/green]" if r.ok else "[red]FAIL[/red]"
+        c.print(f"{mark} {r.name}: {r.detail}")
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise click.ClickException(f"{len(bad)} of {len(results)} checks failed (first: {bad[0].name}: "
+                                   f"{bad[0].detail})")
+    c.print(f"{len(results)} checks passed")
+
+
+# -------------------------------------------------------------------------------------------------
+# runner
+
+
+def _parse_gpus(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give GPU indices like 0,1,2") from None
+
+
+@click.command("runner")
+@_LEDGER
+@click.option("--slots", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Trials run at once on this host.")
+@click.option("--gpus", default=None, metavar="0,1,...", help="GPU indices this runner may use.")
+@click.option("--gpus-per-trial", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="GPUs per trial (slots become GPU sets).")
+@click.option("--lease", "lease_s", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
+              help="Lease length in seconds; renewed every lease/3.")
+@click.option("--once", is_flag=True, help="Run until nothing is queued, then exit.")
+@click.option("--task", "task_names", multiple=True, metavar="NAME|PATH",
+              help="Only serve these tasks (default: every task this host can load).")
+@click.option("--runner-id", default=None, help="Name in the ledger (default HOST-PID).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Where prepared data is cached (default $ARLEDGER_CACHE/data).")
+@click.option("--work-root", type=click.Path(path_type=Path), default=None,
+              help="Where trial workspaces are built (default a directory under /tmp).")
+@click.option("--keep-workdirs", is_flag=True, help="Keep each trial's workspace, outputs and logs.")
+@_user_errors
+def runner_cmd(ledger_url: str | None, slots: int, gpus: str | None, gpus_per_trial: int, lease_s: float,
+               once: bool, task_names: tuple[str, ...], runner_id: str | None, data_root: Path | None,
+               work_root: Path | None, keep_workdirs: bool) -> None:
+    """Claim queued trials, train them under their budgets, have them scored, label them.
+
+    SIGTERM (or Ctrl-C) drains: no new claims, running trials finish, exit 0. A second one kills
+    the running trials; their leases expire and another runner requeues them."""
+    from tasks.runner import Runner
+
+    gpu_list = _parse_gpus(gpus)
+    if gpus_per_trial and len(gpu_list) < gpus_per_trial:
+        raise click.BadParameter(f"--gpus-per-trial {gpus_per_trial} needs at least that many --gpus",
+                                 param_hint="--gpus")
+    c = _console()
+
+    def log(msg: str) -> None:
+        c.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {_style(msg)}")
+
+    led = _open(ledger_url)
+    r = Runner(ledger=led, runner_id=runner_id, slots=slots, gpus=gpu_list, gpus_per_trial=gpus_per_trial,
+               lease_s=lease_s, data_root=data_root, work_root=work_root,
+               tasks=list(task_names) or None, log=log, keep_workdirs=keep_workdirs)
+    try:
+        if once:
+            log(f"runner {r.runner_id}: {len(r.slots)} slot(s); {r.isolation.note}")
+            n = r.run_until_idle(wait_for_others=False)
+            log(f"idle: {n} trial(s) labelled")
+        else:
+            r.run_forever(threading.Event(), install_signals=True)
+            log(f"runner {r.runner_id} stopped: {r.labelled} trial(s) labelled")
+    finally:
+        r.close()
+
+
+def _style(msg: str) -> str:
+    from rich.markup import escape
+
+    m = escape(msg)
+    for word, colour in (("discard", "yellow"), ("crash", "red"), ("illegal_edit", "red"), ("oom", "red"),
+                         ("diverged", "red"), ("budget_overrun", "red"), ("lease lost", "red"),
+                         ("claimed", "cyan"), ("reaped", "magenta")):
+        if word in m:
+            m = m.replace(word, f"[{colour}]{word}[/{colour}]", 1)
+    return m
+
+
+# -------------------------------------------------------------------------------------------------
+# trial submit
+
+
+@click.group("trial")
+def trial_group() -> None:
+    """Trials by hand."""
+
+
+@trial_group.command("submit")
+@_LEDGER
+@click.option("--task", "task_name", required=True, metavar="NAME|PATH", help="The task (built-in name or dir).")
+@click.option("--diff", "diff_file", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Unified diff against the parent's code ('-' reads stdin; an empty file re-runs the parent).")
+@click.option("--hypothesis", required=True, help="One sentence: what the change should do and why.")
+@click.option("--campaign", default=None, help="Campaign name (default: the task's name).")
+@click.option("--parent", type=int, default=None, help="Parent trial number (default: the baseline).")
+@click.option("--surface", default=None, help="Restrict the edit to this surface of the task.")
+@click.option("--specialist", default="human", show_default=True)
+@click.option("--priority", type=int, default=0, show_default=True)
+@_user_errors
+def trial_submit(ledger_url: str | None, task_name: str, diff_file: str, hypothesis: str, campaign: str | None,
+                 parent: int | None, surface: str | None, specialist: str, priority: int) -> None:
+    """Propose a trial: preflight it and queue it for a runner (or record why it cannot run)."""
+    from tasks.runner import submit_trial
+    from tasks.spec import load_task
+
+    spec = load_task(task_name)
+    if diff_file == "-":
+        diff = sys.stdin.read()
+    else:
+        try:
+            diff = Path(diff_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise click.ClickException(f"cannot read the diff {diff_file}: {e}") from None
+    if not hypothesis.strip():
+        raise click.ClickException("--hypothesis is empty; say in one sentence what the change should do")
+    user = os.environ.get("USER") or _user()
+    led = _open(ledger_url)
+    try:
+        res = submit_trial(led, spec, campaign=campaign or spec.name, diff=diff, hypothesis=hypothesis,
+                           actor=f"human:{user}", parent=parent, specialist=specialist, surface=surface,
+                           priority=priority)
+    finally:
+        led.close()
+    c = _console()
+    for ch in res.checks:
+        mark = "[green]ok  [/green]" if ch.ok else "[red]FAIL[/red]"
+        c.print(f"{mark} {ch.name}" + (f": {ch.detail}" if ch.detail else ""))
+    if res.passed:
+        c.print(f"trial {res.number} queued (campaign {campaign or spec.name}); run `arledger runner` to train it")
+    else:
+        c.print(f"trial {res.number} recorded as [red]{res.label}[/red]: {res.reason}")
+        sys.exit(1)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

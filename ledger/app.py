@@ -97,13 +97,17 @@ class Ledger:
             except PersistenceError as e:
                 raise LedgerError(f"{cfg.describe()} cannot be opened: {e}") from None
             return cls(cfg, app, DirArtifactStore(cfg.path.parent / "artifacts"))
-        # postgres
-        _probe_postgres(cfg)
+        # postgres: tables are created by one process at a time (many runners start together)
+        conn = _probe_postgres(cfg)
         try:
-            app = _App(env=eventsourcing_env(cfg))
+            conn.execute("SELECT pg_advisory_lock(7301946825)")
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{cfg.schema}"')
+            app = _App(env={**eventsourcing_env(cfg), "CREATE_TABLE": "y"})
             store = PostgresArtifactStore(app.recorder.datastore, cfg.schema)
         except PersistenceError as e:
             raise LedgerError(f"{cfg.describe()} cannot be opened: {e}") from None
+        finally:
+            conn.close()
         return cls(cfg, app, store)
 
     def close(self) -> None:
@@ -207,7 +211,9 @@ class Ledger:
 
 def _check_sqlite_file(path: Path) -> None:
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        from urllib.request import pathname2url
+
+        conn = sqlite3.connect(f"file:{pathname2url(str(path))}?mode=ro", uri=True)
         try:
             conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
             ok = conn.execute("PRAGMA quick_check").fetchone()
@@ -222,15 +228,16 @@ def _check_sqlite_file(path: Path) -> None:
         raise LedgerError(f"{path} fails SQLite's integrity check ({ok[0]}); restore it from a backup")
 
 
-def _probe_postgres(cfg: StoreConfig) -> None:
+def _probe_postgres(cfg: StoreConfig) -> Any:
     try:
         import psycopg
     except ImportError:
         raise LedgerError("PostgreSQL support needs psycopg: pip install 'arledger[postgres]'") from None
     try:
-        with psycopg.connect(host=cfg.host, port=cfg.port, user=cfg.user, password=cfg.password or None,
-                             dbname=cfg.dbname, connect_timeout=5) as conn:
-            conn.execute("SELECT 1")
+        conn = psycopg.connect(host=cfg.host, port=cfg.port, user=cfg.user, password=cfg.password or None,
+                               dbname=cfg.dbname, connect_timeout=5, autocommit=True)
+        conn.execute("SELECT 1")
+        return conn
     except psycopg.Error as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LedgerError(

@@ -227,8 +227,8 @@ def _check_external(rep: VerifyReport, cp: Checkpoint, lid: str, trusted: dict[s
                                     f"this ledger is {lid or 'empty'})"))
         return
     if not cp.signature_ok():
-        rep.problems.append(Problem(None, "signature", f"{source}: signature does not verify — the checkpoint "
-                                    "file was altered"))
+        rep.problems.append(Problem(cp.size - 1 if cp.size else None, "signature", f"{source} (covering positions "
+                                    f"0..{cp.size - 1}): signature does not verify — the checkpoint file was altered"))
     elif cp.key_id not in trusted:
         rep.problems.append(Problem(None, "signature", f"{source} is signed by key {cp.key_id}, which this ledger "
                                     "does not trust"))

@@ -252,8 +252,11 @@ def consistency_proof(
     return proof
 
 
+_BYTES = (bytes, bytearray)
+
+
 def _is_hash(h: object) -> bool:
-    return isinstance(h, bytes | bytearray | memoryview) and len(h) == HASH_SIZE
+    return isinstance(h, _BYTES) and len(h) == HASH_SIZE
 
 
 def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:

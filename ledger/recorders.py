@@ -69,7 +69,9 @@ class SealedSQLiteRecorder(SQLiteApplicationRecorder):
         db = self.datastore.pool.db_name
         if self.datastore.pool.is_sqlite_memory_mode:
             raise RuntimeError("raw reads of an in-memory SQLite database are not supported")
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        from urllib.request import pathname2url
+
+        conn = sqlite3.connect(f"file:{pathname2url(db)}?mode=ro", uri=True, timeout=30)
         return conn
 
     def iter_rows(self, batch: int = 4096) -> Iterator[Row]:
@@ -152,6 +154,7 @@ class SealedPOPORecorder(POPOApplicationRecorder):
 def _postgres_recorder_class() -> type:
     """Defined lazily so that psycopg is needed only when PostgreSQL is used."""
     from eventsourcing.postgres import PostgresApplicationRecorder
+    from psycopg.rows import tuple_row
     from psycopg.sql import SQL, Identifier
 
     class SealedPostgresRecorder(PostgresApplicationRecorder):
@@ -199,7 +202,7 @@ def _postgres_recorder_class() -> type:
 
         def iter_rows(self, batch: int = 4096) -> Iterator[Row]:
             with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor(
-                name="arledger_rows", row_factory=None
+                name="arledger_rows", row_factory=tuple_row
             ) as cur:
                 cur.itersize = batch
                 cur.execute(
@@ -213,7 +216,7 @@ def _postgres_recorder_class() -> type:
 
         def iter_leaves(self, batch: int = 8192) -> Iterator[LeafRow]:
             with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor(
-                name="arledger_leaves_cur", row_factory=None
+                name="arledger_leaves_cur", row_factory=tuple_row
             ) as cur:
                 cur.itersize = batch
                 cur.execute(

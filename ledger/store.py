@@ -81,6 +81,8 @@ def parse_url(url: str | None) -> StoreConfig:
             raise LedgerError(f"ledger URL {raw!r}: write sqlite:///ABSOLUTE/PATH or sqlite:RELATIVE/PATH")
         if not rest:
             raise LedgerError(f"ledger URL {raw!r} names no file; {hint}")
+        if rest.startswith("//"):
+            rest = "/" + rest.lstrip("/")
         return StoreConfig(kind="sqlite", url=raw, path=Path(rest).expanduser().absolute())
     if "://" in raw:
         scheme = raw.split("://", 1)[0]

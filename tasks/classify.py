@@ -66,6 +66,7 @@ _LOSS_TOKEN = re.compile(r"(?<![\w.])(?P<name>[A-Za-z_]*loss)\s*[:=]\s*(?P<value
 _DIVERGED_MSG = re.compile(r"(?<!not )(?<!never )\b(?:loss )?diverged\b|\bdivergence detected\b", re.I)
 _NAN_EXC = re.compile(r"\bnan\b|\bnon-?finite\b|\bnot finite\b|\binf(?:inite)?\b", re.I)
 
+_STEP_IN_LINE = re.compile(r"\bstep[: ]\s*(\d+)|^\s*(\d+)/\d+\s|\bstep=(\d+)", re.I)
 _METRIC_LINE = re.compile(r"^metric\s+(?P<body>.+)$")
 _KV = re.compile(r"(?P<key>[A-Za-z_][\w./-]*)=(?P<value>\S+)")
 
@@ -95,8 +96,8 @@ class Traceback:
     @property
     def exception_line(self) -> str:
         name = self.exc_name
-        # keep "torch.OutOfMemoryError", drop long module paths of wrappers
-        if name.count(".") > 1:
+        # keep "torch.OutOfMemoryError" and "torch._C._LinAlgError", drop long module paths
+        if len(name) > 40:
             name = self.short_name
         return f"{name}: {self.exc_msg}" if self.exc_msg else name
 
@@ -261,12 +262,41 @@ def _truncate(text: str, limit: int) -> str:
 
 
 def _tail(lines: list[str], count: int = 3, limit: int = EXCERPT_MAX) -> str:
-    keep = [ln.strip() for ln in lines if ln.strip() and not set(ln.strip()) <= set("=-_*#~")]
-    picked = keep[-count:]
-    text = " | ".join(" ".join(p.split()) for p in picked)
+    """The last non-empty lines (at most ``count``, fewer if they would not fit), joined by " | "."""
+    keep = [" ".join(ln.split()) for ln in lines if ln.strip() and not set(ln.strip()) <= set("=-_*#~")]
+    picked: list[str] = []
+    for line in reversed(keep[-count:]):
+        if picked and len(" | ".join([line, *picked])) > limit:
+            break
+        picked.insert(0, line)
+    text = " | ".join(picked)
     if len(text) > limit:
         text = "…" + text[-(limit - 1):]
     return text
+
+
+_FATAL = re.compile(r"^Fatal Python error: (?P<what>.+)$")
+_FAULT_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+
+
+def _fatal_excerpt(lines: list[str], recipe_files: list[str]) -> str | None:
+    """faulthandler output (segfaults, aborts): "Fatal Python error: ..." and its frame list, which
+    is printed most recent call first."""
+    for i, line in enumerate(lines):
+        m = _FATAL.match(line.strip())
+        if not m:
+            continue
+        where = None
+        for later in lines[i + 1: i + 200]:
+            fm = _FAULT_FRAME.match(later)
+            if fm:
+                name = _recipe_match(fm.group("path"), recipe_files)
+                if name:
+                    where = f"{name}:{fm.group('line')} in {fm.group('func')}"
+                    break
+        suffix = f" ({where})" if where else ""
+        return _truncate(f"Fatal Python error: {m.group('what')}", EXCERPT_MAX - len(suffix)) + suffix
+    return None
 
 
 def _child_failure_note(lines: list[str]) -> str:
@@ -294,6 +324,9 @@ def crash_excerpt(log_text: str, recipe_files: list[str]) -> str:
     tbs = _parse_tracebacks(log_text or "")
     tb = _pick(tbs, recipe_files)
     if tb is None:
+        fatal = _fatal_excerpt(lines, recipe_files)
+        if fatal:
+            return fatal
         meaningful = [ln for ln in lines if not _GLOG.match(ln)] or lines
         return _tail(meaningful)
     where = _deepest_recipe_frame(tb, recipe_files)
@@ -381,20 +414,27 @@ def _find_divergence(lines: list[str]) -> tuple[str, str] | None:
     for step, name, value in parse_metric_lines(text):
         if "loss" in name.lower() and not math.isfinite(value):
             return f"{name} became {value} at step {step}", f"metric {name}={value} step={step}"
-    last: tuple[str, str, str] | None = None
+    # the loss values printed in free-form log lines ("train_loss:nan", "loss: nan", "val_loss=inf"):
+    # diverged when the last one is non-finite; the evidence is where the non-finite streak began
+    tokens: list[tuple[str, float, str]] = []
     for line in lines:
         if _GLOG.match(line):
             continue
         for m in _LOSS_TOKEN.finditer(line):
-            last = (m.group("name"), m.group("value"), line)
-    if last is not None:
-        name, value, line = last
-        try:
-            v = float(value)
-        except ValueError:
-            v = 0.0
-        if not math.isfinite(v):
-            return f"the final {name} is {value}", line
+            try:
+                tokens.append((m.group("name"), float(m.group("value")), line))
+            except ValueError:
+                continue
+    if tokens and not math.isfinite(tokens[-1][1]):
+        start = len(tokens) - 1
+        while start > 0 and not math.isfinite(tokens[start - 1][1]):
+            start -= 1
+        name, value, line = tokens[start]
+        step = _STEP_IN_LINE.search(line)
+        at = f" at step {step.group(1) or step.group(2) or step.group(3)}" if step else ""
+        final = tokens[-1]
+        tail = f" (final {final[0]} is {final[1]})" if start != len(tokens) - 1 else ""
+        return f"{name} became {value}{at} and never recovered{tail}", line
     for line in lines:
         if _DIVERGED_MSG.search(line) and not _FRAME.match(line):
             return "the recipe reported divergence", line

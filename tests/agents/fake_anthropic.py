@@ -105,12 +105,14 @@ class FakeAnthropic:
         self.steps = list(steps)
         self.require_key = require_key
         self.requests: list[Recorded] = []
+        self.errors: list[BaseException] = []  # exceptions raised by script steps
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = -1  # headers and body leave in one write (no delayed-ACK stalls)
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
@@ -139,7 +141,8 @@ class FakeAnthropic:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -163,6 +166,11 @@ class FakeAnthropic:
         self._server.server_close()
         self._thread.join(timeout=5)
 
+    def raise_errors(self) -> None:
+        """Re-raise the first exception a script step raised (e.g. a failed assertion)."""
+        if self.errors:
+            raise self.errors[0]
+
     def _answer(self, path: str, headers: dict[str, str], body: dict[str, Any]
                 ) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
@@ -175,7 +183,11 @@ class FakeAnthropic:
                 return 400, _error_body("invalid_request_error", "fake server: the script is exhausted"), {}
             step = self.steps.pop(0)
             if callable(step) and not isinstance(step, Error):
-                step = step(body)
+                try:
+                    step = step(body)
+                except Exception as e:  # a failed assertion in a script step: keep it for the test
+                    self.errors.append(e)
+                    return 400, _error_body("invalid_request_error", f"fake server: script step raised {e!r}"), {}
             if isinstance(step, Error):
                 headers_out = dict(step.headers)
                 if step.retry_after is not None:

@@ -45,6 +45,9 @@ EVALUATE = """def score(x):
 """
 BASE = {"train.py": TRAIN, "evaluate.py": EVALUATE}
 
+# the SDK warns that the default model is deprecated; that is the SDK's news, not this test's
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
 
 @dataclass
 class ToyContext:
@@ -106,6 +109,7 @@ def served(steps: list[Any], **kwargs: Any) -> Iterator[tuple[FakeAnthropic, Ant
             yield api, backend
         finally:
             backend.close()
+        api.raise_errors()
 
 
 def edit_lr(new: str = "LR = 0.02") -> dict[str, Any]:
@@ -217,9 +221,11 @@ def test_unknown_model_costs_zero_with_a_note_and_custom_prices_apply():
     assert "no price known for model 'claude-unknown-9'" in proposal.transcript
     assert api.bodies[0]["model"] == "claude-unknown-9"
 
-    table = PriceTable({"claude-unknown": Price(1.0, 2.0, 0.0, 0.0)})
+    table = PriceTable({"claude-unknown-9": Price(1.0, 2.0, 0.0, 0.0)})
     assert table.lookup("claude-unknown-9") == Price(1.0, 2.0, 0.0, 0.0)
     assert table.lookup("claude-sonnet-4-5-20250929") == DEFAULT_PRICES["claude-sonnet-4-5"]
+    assert table.lookup("claude-opus-4") == DEFAULT_PRICES["claude-opus-4-0"]
+    assert table.lookup("claude-opus-4-9") is None  # never priced as a cousin
     with served([edit_lr(), submit()], model="claude-unknown-9", prices=table) as (api, backend):
         proposal = backend.propose(ToyContext())
     assert proposal.cost_usd == pytest.approx((200 * 1.0 + 40 * 2.0) / 1e6)
@@ -247,7 +253,7 @@ def test_other_tools_and_their_errors_reach_the_model():
             tool("trial_diff", a=0, b=1),
             tool("edit_file", path="evaluate.py", old_string="return x", new_string="return 0"),
             tool("edit_file", path="train.py", old_string="LR = 0.99", new_string="LR = 0.5"),
-            tool("edit_file", path="train.py", old_string="0", new_string="1"),
+            tool("edit_file", path="train.py", old_string="STEPS", new_string="N_STEPS"),
             tool("rm_rf"),
             tool("size_check"),
         ),
@@ -287,11 +293,13 @@ def test_set_parent_restarts_the_working_copy_and_the_diff_is_against_that_paren
 
 def test_submit_naming_another_parent_rebases_the_edits_when_they_apply():
     ctx = ToyContext()
-    with served([edit_lr(), submit(parent=1)]) as (api, backend):
+    ctx.trials[3] = {**BASE, "evaluate.py": EVALUATE.replace("return x", "return float(x)")}
+    with served([edit_lr(), submit(parent=3)]) as (api, backend):
         proposal = backend.propose(ctx)
-    assert proposal.parent == 1
-    new = diffs.apply(ctx.trial_files(1), proposal.diff)["train.py"]
-    assert "LR = 0.02" in new and "STEPS = 200" in new
+    assert proposal.parent == 3
+    assert diffs.touched(proposal.diff) == ["train.py"]
+    new = diffs.apply(ctx.trial_files(3), proposal.diff)
+    assert "LR = 0.02" in new["train.py"] and "float(x)" in new["evaluate.py"]
 
 
 def test_thinking_budget_is_passed():
@@ -301,6 +309,10 @@ def test_thinking_budget_is_passed():
     assert api.bodies[0]["max_tokens"] == 4096 + 2048
     with pytest.raises(ValueError, match="1024"):
         AnthropicBackend(api_key="sk-test", thinking_budget=100)
+    with served([edit_lr(), submit()], adaptive_thinking=True) as (api, backend):
+        backend.propose(ToyContext())
+    assert api.bodies[0]["thinking"] == {"type": "adaptive"}
+    assert api.bodies[0]["max_tokens"] == 8192
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,3 +441,14 @@ def test_key_and_base_url_from_the_environment(monkeypatch: pytest.MonkeyPatch):
         backend.propose(ToyContext())
         backend.close()
     assert api_key(api.requests[0]) == "sk-env"
+
+
+def test_connection_errors_are_retried_then_api_error():
+    backend = AnthropicBackend(api_key="sk-test", base_url="http://127.0.0.1:1", max_retries=1, **FAST)
+    try:
+        with pytest.raises(ProposalFailed) as info:
+            backend.propose(ToyContext())
+    finally:
+        backend.close()
+    assert info.value.kind == "api_error" and "connection error" in info.value.message
+    assert (info.value.usage.requests, info.value.usage.retries, info.value.usage.turns) == (2, 1, 0)

@@ -8,6 +8,7 @@ a proof checked under a different index or size must still verify.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,7 @@ def _subst(expr: tuple, table: dict) -> tuple:
     return expr
 
 
+@functools.cache
 def inclusion_shape(i: int, n: int) -> tuple:
     """The root of a size-n tree as an expression in ("leaf",) and the proof slots ("v", j)."""
     d = list(range(n))
@@ -129,6 +131,7 @@ def inclusion_shape(i: int, n: int) -> tuple:
     return _subst(naive_mth(d, SYM), table)
 
 
+@functools.cache
 def consistency_shape(m: int, n: int) -> tuple[tuple, tuple]:
     """(old root, new root) for 0 < m < n as expressions in the proof slots ("v", j) and, when m is
     a power of two (the verifier then prepends the old root to the path), ("old",)."""
@@ -503,6 +506,38 @@ def test_every_bit_flip_breaks_consistency(n: int) -> None:
                 assert not verify_consistency(m, n, old, new, bad)
 
 
+@pytest.mark.parametrize("n", range(1, 17))
+def test_inclusion_accepts_exactly_same_shape(n: int) -> None:
+    """For every (i, n) and every other (i2, n2) with n2 <= 17: a genuine proof is accepted under
+    (i2, n2) iff RFC 6962 gives (i2, n2) the same path shape (so never for another index)."""
+    leaves = LEAVES[:n]
+    r = root(leaves)
+    for i in range(n):
+        p = inclusion_proof(leaves, i)
+        for n2 in range(0, 18):
+            for i2 in range(-1, n2 + 1):
+                want = (i2, n2) == (i, n) or (
+                    0 <= i2 < n2 and inclusion_shape(i2, n2) == inclusion_shape(i, n)
+                )
+                assert verify_inclusion(leaves[i], i2, n2, p, r) == want, (i, n, i2, n2)
+                if n2 == n and i2 != i:
+                    assert not want
+
+
+@pytest.mark.parametrize("n", range(0, 13))
+def test_consistency_accepts_exactly_same_shape(n: int) -> None:
+    """For every (m, n) and every (m2, n2) with n2 <= 13: a genuine proof is accepted under (m2, n2)
+    iff the RFC 9162 rules and the RFC 6962 proof shape say so."""
+    new = root(LEAVES[:n])
+    for m in range(n + 1):
+        old = root(LEAVES[:m])
+        p = consistency_proof(LEAVES[:n], m)
+        for n2 in range(0, 14):
+            for m2 in range(-1, n2 + 2):
+                want = (m2, n2) == (m, n) or consistency_expected(m, n, m2, n2, p, old, new)
+                assert verify_consistency(m2, n2, old, new, p) == want, (m, n, m2, n2)
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Property tests
 # --------------------------------------------------------------------------------------------
@@ -541,13 +576,16 @@ def test_inclusion_properties(data: st.DataObject, seed: bytes) -> None:
         if i2 != i:
             assert not verify_inclusion(leaves[i], i2, n, p, r)
     # Other (index, size) pairs: rejected unless the RFC path has exactly the same shape.
-    shape = inclusion_shape(i, n)
-    for i2 in _int_mutations(i) | {i}:
-        for n2 in _int_mutations(n) | {n}:
-            if (i2, n2) == (i, n):
-                continue
-            want = 0 <= i2 < n2 and inclusion_shape(i2, n2) == shape
-            assert verify_inclusion(leaves[i], i2, n2, p, r) == want, (i2, n2)
+    joint = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(sorted(_int_mutations(i))), st.sampled_from(sorted(_int_mutations(n)))),
+            max_size=4,
+        ),
+        label="joint",
+    )
+    for i2, n2 in [(i, n2) for n2 in _int_mutations(n)] + joint:
+        want = 0 <= i2 < n2 and inclusion_shape(i2, n2) == inclusion_shape(i, n)
+        assert verify_inclusion(leaves[i], i2, n2, p, r) == want, (i2, n2)
 
 
 @SETTINGS
@@ -572,12 +610,16 @@ def test_consistency_properties(data: st.DataObject, seed: bytes) -> None:
             assert not verify_consistency(m, n, old, new, p[::-1])
     assert not verify_consistency(m, n, old, new, [*p, new])
 
-    for m2 in _int_mutations(m) | {m}:
-        for n2 in _int_mutations(n) | {n}:
-            if (m2, n2) == (m, n):
-                continue
-            want = consistency_expected(m, n, m2, n2, p, old, new)
-            assert verify_consistency(m2, n2, old, new, p) == want, (m2, n2)
+    joint = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(sorted(_int_mutations(m))), st.sampled_from(sorted(_int_mutations(n)))),
+            max_size=4,
+        ),
+        label="joint",
+    )
+    for m2, n2 in [(m2, n) for m2 in _int_mutations(m)] + [(m, n2) for n2 in _int_mutations(n)] + joint:
+        want = consistency_expected(m, n, m2, n2, p, old, new)
+        assert verify_consistency(m2, n2, old, new, p) == want, (m2, n2)
 
 
 @settings(max_examples=40, deadline=None)

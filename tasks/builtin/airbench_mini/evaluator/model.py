@@ -1,7 +1,7 @@
 """The airbench-mini model family (evaluator-owned, staged read-only into the workspace).
 
-An airbench-style convnet for 28x28 grayscale digits: a 3x3 stem, then one ConvGroup per entry of
-``widths`` (conv -> 2x2 max-pool -> BN -> act, then ``depth - 1`` more conv -> BN -> act), a global
+An airbench-style convnet for 28x28 grayscale digits: a 2x2 stride-2 patch stem (airbench's 2x2
+first layer, strided to keep CPU cost low: 28x28 -> 14x14), then one ConvGroup per entry of ``widths`` (conv -> 2x2 max-pool -> BN -> act, then ``depth - 1`` more conv -> BN -> act), a global
 max-pool and a linear head whose logits are multiplied by ``scaling``. The recipe picks a config and
 trains the weights; the evaluator rebuilds the network from that config and the saved state dict,
 so it never runs recipe code.
@@ -74,7 +74,7 @@ class Net(nn.Module):
         cfg = check_config(cfg)
         self.scaling = float(cfg["scaling"])
         mom = float(cfg["bn_momentum"])
-        self.stem = nn.Sequential(nn.Conv2d(1, cfg["stem_width"], 3, padding=1, bias=False),
+        self.stem = nn.Sequential(nn.Conv2d(1, cfg["stem_width"], 2, stride=2, bias=False),
                                   BatchNorm(cfg["stem_width"], mom), ACTIVATIONS[cfg["act"]]())
         groups, c_in = [], cfg["stem_width"]
         for w in cfg["widths"]:

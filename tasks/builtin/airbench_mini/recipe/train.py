@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "evaluator"))
 from model import Net, normalize  # noqa: E402  (evaluator-owned, read-only)
 
 # region: arch
-STEM_WIDTH = 16          # channels of the 3x3 stem
+STEM_WIDTH = 16          # channels of the 2x2 stride-2 stem
 WIDTH = 32               # channels of the first ConvGroup; the next two use 2 * WIDTH
 DEPTH = 2                # convs per ConvGroup
 ACT = "gelu"             # gelu | relu | silu

@@ -1,0 +1,291 @@
+"""The paper export: summary.json, tables (CSV + Parquet), LaTeX tables, figures, manifest.
+
+``export(proj, out_dir, campaigns)`` writes into ``out_dir``:
+
+* ``summary.json`` — ``{"campaigns": [{name, task, metric, direction, trials, keeps, start, best,
+  rel_change_pct, status_counts, cross_role_keeps: [n, of], effective_clusters, max_cluster_share,
+  near_dup_rate, trials_per_hour, ...}]}``; trials exclude the baseline, ``rel_change_pct`` is
+  100 × (best − start) / start rounded to 2 places;
+* ``tables/<name>.csv`` and ``tables/<name>.parquet`` for trials, status_counts, specialists, keeps,
+  headline, arms, cost, throughput, diversity, noise;
+* ``latex/headline.tex`` (run, metric (direction), start, best, change, trials, keeps — the paper's
+  Table 1) and ``latex/arms.tex`` (campaigns compared by arm — its Table 3);
+* ``figures/<campaign>_{progress,specialists,lineage}.{png,pdf}``;
+* ``manifest.json`` — the checkpoint the export was made from (signed if a key was available, else
+  the unsigned size and root, saying so) and the sha256 of every file written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from projections.trials import CampaignInfo
+
+TABLES = ("trials", "status_counts", "specialists", "keeps", "headline", "arms", "cost", "throughput",
+          "diversity", "noise")
+
+
+def fmt_metric(v: float | None) -> str:
+    """Four decimals when the value is exact at four (1.0810, 26.3560), else six (1.072210)."""
+    if v is None or not math.isfinite(v):
+        return "—"
+    return f"{v:.4f}" if abs(v - round(v, 4)) < 1e-9 else f"{v:.6f}"
+
+
+def rel_change_pct(start: float | None, best: float | None) -> float | None:
+    if start is None or best is None or start == 0:
+        return None
+    return round(100.0 * (best - start) / start, 2)
+
+
+def select(proj: Any, campaigns: list[str] | None) -> list[CampaignInfo]:
+    infos = sorted(proj.trials.campaigns.values(), key=lambda c: c.position)
+    if not campaigns:
+        return infos
+    missing = [c for c in campaigns if proj.trials.campaign(c) is None]
+    if missing:
+        raise KeyError(f"no campaign {', '.join(missing)} in this ledger "
+                       f"(there are: {', '.join(c.name for c in infos) or 'none'})")
+    return [proj.trials.campaign(c) for c in campaigns]  # type: ignore[misc]
+
+
+def campaign_summary(proj: Any, info: CampaignInfo) -> dict[str, Any]:
+    cid = info.campaign_id
+    base = proj.trials.baseline(cid)
+    best = proj.leaderboard.best(cid)
+    start = base.score if base is not None else None
+    best_score = best.score if best is not None else None
+    div = proj.diversity.summary(cid)
+    thr = proj.throughput.get(cid)
+    counts = proj.statuses.labels(cid)
+    noise = proj.noise.get(cid)
+    cost = proj.cost.summary(cid)
+    return {
+        "name": info.name, "task": info.task, "metric": info.metric, "direction": info.direction,
+        "trials": thr["trials"], "keeps": counts.get("keep", 0), "start": start, "best": best_score,
+        "rel_change_pct": rel_change_pct(start, best_score),
+        "status_counts": counts,
+        "cross_role_keeps": proj.cross_role.keeps(cid),
+        "effective_clusters": div["effective_clusters"], "max_cluster_share": div["max_cluster_share"],
+        "near_dup_rate": div["near_dup_rate"], "trials_per_hour": thr["trials_per_hour"],
+        # beyond the schema
+        "title": info.config.get("title") or info.name, "arm": info.arm,
+        "best_trial": best.number if best is not None else None,
+        "parallel_efficiency": thr["parallel_efficiency"], "parallel_slots": thr["parallel_slots"],
+        "noise_sd": noise["noise_sd"] or None, "keeps_within_noise": noise["within_noise"],
+        "cost_usd": cost["total"]["cost_usd"], "tokens": cost["total"]["tokens"],
+        "compute_s": cost["total"]["compute_s"],
+        "gates": info.config.get("gates") or {},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    if not rows:
+        return pa.table({"empty": pa.array([], pa.null())})
+    cols = list(rows[0])
+    for r in rows[1:]:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    arrays = {}
+    for c in cols:
+        vals = [r.get(c) for r in rows]
+        if any(isinstance(v, dict | list) for v in vals):
+            vals = [json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for v in vals]
+        if any(isinstance(v, float) for v in vals) and all(v is None or isinstance(v, int | float) and
+                                                           not isinstance(v, bool) for v in vals):
+            vals = [float(v) if v is not None else None for v in vals]
+        elif any(isinstance(v, str) for v in vals):
+            vals = [v if v is None or isinstance(v, str) else str(v) for v in vals]
+        arrays[c] = pa.array(vals)
+    return pa.table(arrays)
+
+
+def tables(proj: Any, infos: list[CampaignInfo], summaries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in TABLES}
+    for info, s in zip(infos, summaries, strict=True):
+        cid = info.campaign_id
+        for r in proj.trials.rows(cid):
+            d = r.to_dict()
+            d["trial_id"] = str(r.trial_id)
+            for k in ("campaign_id", "parent_id"):
+                d.pop(k, None)
+            out["trials"].append(d)
+        for status, n in s["status_counts"].items():
+            out["status_counts"].append({"campaign": info.name, "status": status, "trials": n})
+        for p in proj.specialists.table_for(cid):
+            row = {"campaign": info.name, **{k: v for k, v in p.items() if k != "statuses"}}
+            row.update({f"n_{k}": v for k, v in p["statuses"].items()})
+            out["specialists"].append(row)
+        noise = {k["number"]: k for k in proj.noise.get(cid)["keeps"]}
+        for rank, r in enumerate(proj.leaderboard.ranked(cid), start=1):
+            nk = noise.get(r.number, {})
+            out["keeps"].append({"campaign": info.name, "rank": rank, "number": r.number, "specialist": r.specialist,
+                                 "score": r.score, "delta": r.delta, "parent": r.parent,
+                                 "within_noise": nk.get("within_noise"), "runs": nk.get("runs"),
+                                 "hypothesis": r.hypothesis})
+        out["headline"].append(_headline_row(info, s))
+        out["arms"].append({"arm": info.arm, "campaign": info.name, "trials": s["trials"], "keeps": s["keeps"],
+                            "start": s["start"], "best": s["best"], "rel_change_pct": s["rel_change_pct"],
+                            "cross_role_keeps": s["cross_role_keeps"][0], "effective_clusters": s["effective_clusters"],
+                            "near_dup_rate": s["near_dup_rate"], "trials_per_hour": s["trials_per_hour"]})
+        c = proj.cost.summary(cid)
+        out["cost"].append({"campaign": info.name, "trials": c["trials"], "keeps": c["keeps"],
+                            **{f"total_{k}": v for k, v in c["total"].items()},
+                            **{f"per_trial_{k}": v for k, v in c["per_trial"].items()},
+                            **{f"per_keep_{k}": v for k, v in c["per_keep"].items()}})
+        out["throughput"].append({"campaign": info.name, **proj.throughput.get(cid)})
+        d = proj.diversity.summary(cid)
+        out["diversity"].append({"campaign": info.name, **{k: v for k, v in d.items() if k != "cluster_sizes"}})
+        for k in proj.noise.get(cid)["keeps"]:
+            out["noise"].append({"campaign": info.name, **{kk: vv for kk, vv in k.items() if kk != "hypothesis"}})
+    return out
+
+
+def _headline_row(info: CampaignInfo, s: dict[str, Any]) -> dict[str, Any]:
+    return {"run": s["title"], "campaign": info.name, "metric": info.metric, "direction": info.direction,
+            "start": s["start"], "best": s["best"], "rel_change_pct": s["rel_change_pct"], "trials": s["trials"],
+            "keeps": s["keeps"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# LaTeX
+
+
+def tex_escape(s: str) -> str:
+    rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", ">=": r"$\geq$", "<=": r"$\leq$"}
+    out = []
+    i = 0
+    while i < len(s):
+        two = s[i:i + 2]
+        if two in (">=", "<="):
+            out.append(rep[two])
+            i += 2
+            continue
+        out.append(rep.get(s[i], s[i]))
+        i += 1
+    return "".join(out)
+
+
+def metric_cell(info: CampaignInfo) -> str:
+    words = "lower" if info.direction == "min" else "higher"
+    gates = info.config.get("gates") or {}
+    extra = ""
+    if isinstance(gates, dict) and gates.get("accuracy_min") is not None:
+        extra = f"; mean {gates.get('accuracy_metric', 'accuracy')} >= {gates['accuracy_min']} gate"
+    return tex_escape(f"{info.metric} ({words}{extra})")
+
+
+def change_cell(pct: float | None) -> str:
+    return "—" if pct is None else f"{pct:+.2f}\\%".replace("+", "+" if pct > 0 else "")
+
+
+def headline_tex(infos: list[CampaignInfo], summaries: list[dict[str, Any]]) -> str:
+    lines = [
+        "% Headline results (cf. Table 1 of arXiv 2605.05724); generated by arledger export",
+        r"\begin{tabular}{llrrrrr}", r"\toprule",
+        r"Run & Metric (direction) & Start & Best & Change & Trials & Keeps \\", r"\midrule",
+    ]
+    for info, s in zip(infos, summaries, strict=True):
+        lines.append(f"{tex_escape(s['title'])} & {metric_cell(info)} & {fmt_metric(s['start'])} & "
+                     f"{fmt_metric(s['best'])} & {change_cell(s['rel_change_pct'])} & {s['trials']} & {s['keeps']} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def arms_tex(infos: list[CampaignInfo], summaries: list[dict[str, Any]]) -> str:
+    lines = [
+        "% Campaigns compared by arm (cf. Table 3 of arXiv 2605.05724); generated by arledger export",
+        r"\begin{tabular}{llrrrrrrr}", r"\toprule",
+        r"Arm & Campaign & Trials & Keeps & Best & Change & Cross-role keeps & Eff.\ clusters & Near-dup \\",
+        r"\midrule",
+    ]
+    pairs = sorted(zip(infos, summaries, strict=True), key=lambda p: (p[0].arm, p[0].position))
+    last = None
+    for info, s in pairs:
+        if last is not None and info.arm != last:
+            lines.append(r"\midrule")
+        last = info.arm
+        n, of = s["cross_role_keeps"]
+        lines.append(f"{tex_escape(info.arm)} & {tex_escape(info.name)} & {s['trials']} & {s['keeps']} & "
+                     f"{fmt_metric(s['best'])} & {change_cell(s['rel_change_pct'])} & {n}/{of} & "
+                     f"{s['effective_clusters']:.1f} & {100 * s['near_dup_rate']:.1f}\\% \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export(proj: Any, out_dir: str | Path, campaigns: list[str] | None = None, *,
+           checkpoint: dict[str, Any] | None = None, ledger: str = "", figures: bool = True,
+           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write the export; returns the manifest. ``checkpoint``: what the export was made from (see
+    the module doc); None records the projector's position, unsigned."""
+    say = progress or (lambda _msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    infos = select(proj, campaigns)
+    summaries = [campaign_summary(proj, i) for i in infos]
+    written: list[Path] = []
+
+    say("summary.json")
+    p = out / "summary.json"
+    p.write_text(json.dumps({"campaigns": summaries}, indent=2, default=str) + "\n")
+    written.append(p)
+
+    say("tables")
+    (out / "tables").mkdir(exist_ok=True)
+    for name, rows in tables(proj, infos, summaries).items():
+        t = _table(rows)
+        pc, pp = out / "tables" / f"{name}.csv", out / "tables" / f"{name}.parquet"
+        pacsv.write_csv(t, pc)
+        pq.write_table(t, pp)
+        written += [pc, pp]
+
+    say("LaTeX")
+    (out / "latex").mkdir(exist_ok=True)
+    for name, text in (("headline", headline_tex(infos, summaries)), ("arms", arms_tex(infos, summaries))):
+        p = out / "latex" / f"{name}.tex"
+        p.write_text(text)
+        written.append(p)
+
+    if figures:
+        from projections import figures as figs
+
+        for info in infos:
+            say(f"figures for {info.name}")
+            written += figs.all_figures(proj, info, out / "figures")
+
+    cp = dict(checkpoint) if checkpoint else {"signed": False, "size": proj.cursor, "root": None,
+                                              "note": "no checkpoint was given; size is the projector's position"}
+    manifest = {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "ledger": ledger, "events": proj.cursor, "campaigns": [i.name for i in infos], "checkpoint": cp,
+        "files": {str(f.relative_to(out)): _sha(f) for f in sorted(set(written))},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return manifest

@@ -1,0 +1,535 @@
+"""The trial table: one row per trial, one record per campaign — the core projection.
+
+Every other projection reads it. A row holds what a reader asks of a trial: campaign, number,
+specialist, surface, parent, kind, hypothesis, expected delta, the current status (after relabels),
+score, delta against the incumbent at labelling time, metrics, wall/cpu seconds, artifact bytes,
+evaluator / task / harness identity, LLM cost and tokens, crash excerpt, proposed/started/finished
+times, runner, accelerator and attempts.
+
+A requeued trial (its runner lost its lease) goes back to unlabelled: the ``runner_lost`` label of
+the lost attempt stays in the log and in ``attempts``; the row shows the attempt in force.
+
+After each event, ``touched`` names the trial whose row changed (or None) and ``touched_campaign``
+the campaign the event concerned, so projections that aggregate per trial can re-count only it
+(:class:`PerTrialAggregate`).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ledger import events as ev
+from ledger.app import Recorded
+from projections.base import Projection
+
+FAILURE_STATUSES = frozenset(s for s in ev.STATUSES if s not in ("keep", "discard", "baseline"))
+HARNESS_STATUSES = frozenset({"harness_abort", "runner_lost", "cancelled"})
+
+
+@dataclass(slots=True)
+class Promotion:
+    number: int
+    trial_id: uuid.UUID
+    score: float
+    delta: float | None
+    previous_number: int | None
+    previous_score: float | None
+    threshold: float
+    noise_sd: float
+    evidence: int
+    at: float
+    actor: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["trial_id"] = str(self.trial_id)
+        return d
+
+
+@dataclass(slots=True)
+class CampaignInfo:
+    campaign_id: uuid.UUID
+    name: str
+    task: str = ""
+    task_version: str = ""
+    task_sha: str = ""
+    metric: str = ""
+    direction: str = "min"
+    arm: str = "lineage"
+    specialists: list[tuple[str, str]] = field(default_factory=list)  # (name, surface)
+    budgets: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    harness_version: str = ""
+    harness_history: list[tuple[float, str, str]] = field(default_factory=list)  # (at, version, reason)
+    seed: int = 0
+    opened_at: float = 0.0
+    position: int = -1  # where it was opened in the log
+    actor: str = ""
+    noise: list[dict[str, Any]] = field(default_factory=list)
+    promotions: list[Promotion] = field(default_factory=list)
+    closed_at: float | None = None
+    closed_reason: str = ""
+    baseline_id: uuid.UUID | None = None
+    incumbent_number: int | None = None
+    incumbent_score: float | None = None
+    last_at: float = 0.0
+
+    @property
+    def noise_sd(self) -> float:
+        """The campaign's noise: the latest NoiseMeasured sd, else the config's; 0 when unknown."""
+        if self.noise:
+            return float(self.noise[-1]["sd"])
+        return config_noise_sd(self.config)
+
+    @property
+    def noise_source(self) -> str:
+        if self.noise:
+            return str(self.noise[-1]["source"])
+        return "config" if config_noise_sd(self.config) else ""
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.closed_at is not None else "open"
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.direction == "min" else a > b
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "campaign_id": str(self.campaign_id), "name": self.name, "task": self.task,
+            "task_version": self.task_version, "task_sha": self.task_sha, "metric": self.metric,
+            "direction": self.direction, "arm": self.arm, "specialists": [list(s) for s in self.specialists],
+            "budgets": dict(self.budgets), "config": self.config, "harness_version": self.harness_version,
+            "harness_history": [list(h) for h in self.harness_history], "seed": self.seed,
+            "opened_at": self.opened_at, "actor": self.actor, "noise": list(self.noise),
+            "noise_sd": self.noise_sd, "promotions": [p.to_dict() for p in self.promotions],
+            "closed_at": self.closed_at, "closed_reason": self.closed_reason, "state": self.state,
+            "baseline_id": str(self.baseline_id) if self.baseline_id else None,
+            "incumbent_number": self.incumbent_number, "incumbent_score": self.incumbent_score,
+        }
+
+
+def config_noise_sd(config: dict[str, Any]) -> float:
+    v = config.get("noise_sd")
+    if v is None and isinstance(config.get("noise"), dict):
+        v = config["noise"].get("sd")
+    try:
+        return float(v) if v is not None else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@dataclass(slots=True)
+class TrialRow:
+    campaign_id: uuid.UUID
+    campaign: str
+    trial_id: uuid.UUID
+    number: int
+    specialist: str
+    surface: str
+    kind: str
+    hypothesis: str
+    parent_id: uuid.UUID | None = None
+    parent: int | None = None
+    expected_delta: float | None = None
+    confirms: int | None = None
+    notes: str = ""
+    diff_sha: str | None = None
+    diff_bytes: int = 0
+    prompt_sha: str | None = None
+    seed: int = 0
+    backend: str = ""
+    model: str = ""
+    proposer: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    proposed_at: float = 0.0
+    preflight_passed: bool | None = None
+    preflight_failed: list[str] = field(default_factory=list)
+    phase: str = "proposed"
+    status: str | None = None
+    first_label: str | None = None
+    reason: str = ""
+    excerpt: str = ""
+    label_actor: str = ""
+    labelled_at: float | None = None
+    relabels: int = 0
+    quarantined: bool = False
+    score: float | None = None
+    delta: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    gates_failed: list[str] = field(default_factory=list)
+    evaluator: str = ""
+    evaluator_sha: str = ""
+    eval_wall_s: float = 0.0
+    evaluated_at: float | None = None
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    peak_rss_bytes: int = 0
+    peak_gpu_bytes: int = 0
+    artifact_bytes: int = 0
+    code_bytes: int = 0
+    artifact_sha: str | None = None
+    log_sha: str | None = None
+    exit_status: int | None = None
+    timed_out: bool = False
+    finished_at: float | None = None
+    started_at: float | None = None
+    runner: str = ""
+    host: str = ""
+    accelerator: str = ""
+    slot: int | None = None
+    attempts: int = 0
+    epoch: int = 0
+    task_sha: str = ""
+    harness_version: str = ""
+    promoted: bool = False
+    last_at: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def compute_s(self) -> float:
+        """Trial compute time: training wall seconds plus evaluation wall seconds."""
+        return self.wall_s + self.eval_wall_s
+
+    @property
+    def scored(self) -> bool:
+        """A valid evaluator score under a label that admits it (keep, discard, baseline)."""
+        return self.score is not None and self.status in ev.VALID_SCORED
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k in ("campaign_id", "trial_id", "parent_id"):
+            if d[k] is not None:
+                d[k] = str(d[k])
+        d["metrics"] = dict(self.metrics)
+        d["preflight_failed"] = list(self.preflight_failed)
+        d["gates_failed"] = list(self.gates_failed)
+        d["tokens"] = self.tokens
+        d["compute_s"] = self.compute_s
+        return d
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+class TrialTable(Projection):
+    name = "trials"
+
+    def __init__(self, deps: dict[type[Projection], Projection] | None = None):
+        super().__init__(deps)
+        self.campaigns: dict[uuid.UUID, CampaignInfo] = {}
+        self.by_name: dict[str, uuid.UUID] = {}
+        self.trials: dict[uuid.UUID, TrialRow] = {}
+        self.numbers: dict[uuid.UUID, dict[int, uuid.UUID]] = {}  # campaign -> number -> trial id
+        self.corrections: list[dict[str, Any]] = []  # relabels and quarantines, in log order
+        self.imports: list[dict[str, Any]] = []
+        self.checkpoints: list[dict[str, Any]] = []
+        self.keys: dict[str, str] = {}
+        self.touched: uuid.UUID | None = None
+        self.touched_campaign: uuid.UUID | None = None
+
+    # lookups --------------------------------------------------------------------------------
+    def campaign(self, name_or_id: str | uuid.UUID) -> CampaignInfo | None:
+        if isinstance(name_or_id, uuid.UUID):
+            return self.campaigns.get(name_or_id)
+        cid = self.by_name.get(name_or_id)
+        return self.campaigns.get(cid) if cid else None
+
+    def row(self, campaign_id: uuid.UUID, number: int) -> TrialRow | None:
+        tid = self.numbers.get(campaign_id, {}).get(number)
+        return self.trials.get(tid) if tid else None
+
+    def rows(self, campaign_id: uuid.UUID) -> list[TrialRow]:
+        nums = self.numbers.get(campaign_id, {})
+        return [self.trials[nums[n]] for n in sorted(nums)]
+
+    def latest_campaign(self) -> CampaignInfo | None:
+        return max(self.campaigns.values(), key=lambda c: c.position, default=None)
+
+    def baseline(self, campaign_id: uuid.UUID) -> TrialRow | None:
+        c = self.campaigns.get(campaign_id)
+        if c and c.baseline_id:
+            return self.trials.get(c.baseline_id)
+        return self.row(campaign_id, 0)
+
+    # folding --------------------------------------------------------------------------------
+    def apply(self, rec: Recorded) -> None:
+        self.touched = None
+        self.touched_campaign = None
+        h = self._handlers.get(type(rec.event))
+        if h is not None:
+            h(self, rec, rec.event)
+
+    def _camp(self, cid: uuid.UUID) -> CampaignInfo:
+        c = self.campaigns.get(cid)
+        if c is None:  # an event of a campaign whose opening we never saw: keep it, named by id
+            c = self.campaigns[cid] = CampaignInfo(campaign_id=cid, name=str(cid)[:8])
+            self.by_name.setdefault(c.name, cid)
+            self.numbers.setdefault(cid, {})
+        return c
+
+    def _row(self, e: ev.Event) -> TrialRow | None:
+        r = self.trials.get(e.originator_id)
+        if r is not None:
+            self.touched = r.trial_id
+            self.touched_campaign = r.campaign_id
+            r.last_at = e.at
+            c = self.campaigns.get(r.campaign_id)
+            if c is not None and e.at > c.last_at:
+                c.last_at = e.at
+        return r
+
+    def on_LedgerInitialized(self, rec: Recorded, e: ev.LedgerInitialized) -> None:
+        self.keys[e.key_id] = e.public_key
+
+    def on_KeyAdded(self, rec: Recorded, e: ev.KeyAdded) -> None:
+        self.keys[e.key_id] = e.public_key
+
+    def on_CheckpointSigned(self, rec: Recorded, e: ev.CheckpointSigned) -> None:
+        self.checkpoints.append({"position": rec.position, "size": e.size, "root": e.root, "key_id": e.key_id,
+                                 "signature": e.signature, "at": e.at})
+
+    def on_RecordImported(self, rec: Recorded, e: ev.RecordImported) -> None:
+        self.imports.append({"format": e.format, "source": e.source, "files": dict(e.files),
+                             "campaign": e.campaign, "campaign_id": str(e.campaign_id), "trials": e.trials,
+                             "actor": e.actor, "at": e.at})
+
+    def on_CampaignOpened(self, rec: Recorded, e: ev.CampaignOpened) -> None:
+        c = self._camp(e.originator_id)
+        if c.name != e.name:
+            self.by_name.pop(c.name, None)
+        c.name, c.task, c.task_version, c.task_sha = e.name, e.task, e.task_version, e.task_sha
+        c.metric, c.direction, c.arm = e.metric, e.direction, e.arm
+        c.specialists = [(s.name, s.surface) for s in e.specialists]
+        c.budgets, c.config, c.harness_version, c.seed = dict(e.budgets), dict(e.config), e.harness_version, e.seed
+        c.harness_history.append((e.at, e.harness_version, "opened"))
+        c.opened_at, c.position, c.actor, c.last_at = e.at, rec.position, e.actor, e.at
+        self.by_name[e.name] = c.campaign_id
+        self.touched_campaign = c.campaign_id
+
+    def on_CampaignResumed(self, rec: Recorded, e: ev.CampaignResumed) -> None:
+        c = self._camp(e.originator_id)
+        c.harness_version = e.harness_version
+        c.config = {**c.config, **e.config}
+        c.harness_history.append((e.at, e.harness_version, e.reason or "resumed"))
+        c.closed_at, c.closed_reason = None, ""
+        self.touched_campaign = c.campaign_id
+
+    def on_CampaignClosed(self, rec: Recorded, e: ev.CampaignClosed) -> None:
+        c = self._camp(e.originator_id)
+        c.closed_at, c.closed_reason = e.at, e.reason
+        self.touched_campaign = c.campaign_id
+
+    def on_TrialRegistered(self, rec: Recorded, e: ev.TrialRegistered) -> None:
+        self._camp(e.originator_id)
+        self.numbers[e.originator_id][e.number] = e.trial_id
+        self.touched_campaign = e.originator_id
+
+    def on_NoiseMeasured(self, rec: Recorded, e: ev.NoiseMeasured) -> None:
+        c = self._camp(e.originator_id)
+        c.noise.append({"metric": e.metric, "sd": e.sd, "n": len(e.values), "source": e.source,
+                        "trials": len(e.trials), "actor": e.actor, "at": e.at})
+        self.touched_campaign = c.campaign_id
+
+    def on_IncumbentPromoted(self, rec: Recorded, e: ev.IncumbentPromoted) -> None:
+        c = self._camp(e.originator_id)
+        prev = self.trials.get(e.previous_trial_id) if e.previous_trial_id else None
+        c.promotions.append(Promotion(
+            number=e.number, trial_id=e.trial_id, score=e.score, delta=e.delta,
+            previous_number=prev.number if prev else None, previous_score=e.previous_score,
+            threshold=e.threshold, noise_sd=e.noise_sd, evidence=len(e.evidence), at=e.at, actor=e.actor,
+            reason=e.reason))
+        c.incumbent_number, c.incumbent_score = e.number, e.score
+        self.touched_campaign = c.campaign_id
+        r = self.trials.get(e.trial_id)
+        if r is not None:
+            r.promoted = True
+            self.touched = r.trial_id
+
+    def on_TrialProposed(self, rec: Recorded, e: ev.TrialProposed) -> None:
+        c = self._camp(e.campaign_id)
+        parent = self.trials.get(e.parent_id) if e.parent_id else None
+        confirms = self.trials.get(e.confirms) if e.confirms else None
+        u = e.usage
+        r = TrialRow(
+            campaign_id=c.campaign_id, campaign=c.name, trial_id=e.originator_id, number=e.number,
+            specialist=e.specialist, surface=e.surface, kind=e.kind, hypothesis=e.hypothesis,
+            parent_id=e.parent_id, parent=parent.number if parent else None,
+            expected_delta=_finite(e.expected_delta), confirms=confirms.number if confirms else None, notes=e.notes,
+            diff_sha=e.diff_sha, diff_bytes=e.diff_bytes, prompt_sha=e.prompt_sha, seed=e.seed, backend=e.backend,
+            model=e.model, proposer=e.actor, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+            cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens, cost_usd=e.cost_usd,
+            proposed_at=e.at, task_sha=c.task_sha, harness_version=c.harness_version, last_at=e.at,
+        )
+        self.trials[r.trial_id] = r
+        self.numbers.setdefault(c.campaign_id, {})[e.number] = r.trial_id
+        if e.kind == "baseline" and c.baseline_id is None:
+            c.baseline_id = r.trial_id
+        if e.at > c.last_at:
+            c.last_at = e.at
+        self.touched, self.touched_campaign = r.trial_id, c.campaign_id
+
+    def on_PreflightChecked(self, rec: Recorded, e: ev.PreflightChecked) -> None:
+        r = self._row(e)
+        if r is not None:
+            r.preflight_passed = e.passed
+            r.preflight_failed = [ch.name for ch in e.checks if not ch.ok]
+
+    def on_LaunchRequested(self, rec: Recorded, e: ev.LaunchRequested) -> None:
+        r = self._row(e)
+        if r is not None:
+            r.phase = "queued"
+
+    def on_LaunchClaimed(self, rec: Recorded, e: ev.LaunchClaimed) -> None:
+        r = self._row(e)
+        if r is not None:
+            r.phase, r.runner, r.epoch = "claimed", e.runner, e.epoch
+            r.attempts += 1
+
+    def on_LaunchRequeued(self, rec: Recorded, e: ev.LaunchRequeued) -> None:
+        r = self._row(e)
+        if r is None:
+            return
+        r.phase, r.runner, r.epoch = "queued", "", e.epoch
+        r.status = r.first_label = None
+        r.reason = r.excerpt = r.label_actor = ""
+        r.labelled_at = None
+        r.score = r.delta = None
+        r.metrics, r.gates_failed = {}, []
+        r.evaluator = r.evaluator_sha = ""
+        r.eval_wall_s, r.evaluated_at = 0.0, None
+        r.wall_s = r.cpu_s = 0.0
+        r.artifact_bytes = r.code_bytes = r.peak_rss_bytes = r.peak_gpu_bytes = 0
+        r.artifact_sha = r.log_sha = None
+        r.exit_status, r.timed_out, r.finished_at = None, False, None
+
+    def on_TrialStarted(self, rec: Recorded, e: ev.TrialStarted) -> None:
+        r = self._row(e)
+        if r is None:
+            return
+        c = self.campaigns[r.campaign_id]
+        r.phase, r.started_at, r.runner, r.host = "running", e.at, e.runner, e.host
+        r.accelerator, r.slot = e.accelerator, e.slot
+        r.harness_version = e.versions.get("harness") or e.versions.get("arledger") or c.harness_version
+        r.task_sha = c.task_sha
+
+    def on_TrialFinished(self, rec: Recorded, e: ev.TrialFinished) -> None:
+        r = self._row(e)
+        if r is None:
+            return
+        r.phase, r.finished_at = "finished", e.at
+        r.wall_s, r.cpu_s, r.exit_status, r.timed_out = e.wall_s, e.cpu_s, e.exit_status, e.timed_out
+        r.peak_rss_bytes, r.peak_gpu_bytes = e.peak_rss_bytes, e.peak_gpu_bytes
+        r.artifact_sha, r.artifact_bytes, r.code_bytes, r.log_sha = e.artifact_sha, e.artifact_bytes, e.code_bytes, e.log_sha
+
+    def on_TrialEvaluated(self, rec: Recorded, e: ev.TrialEvaluated) -> None:
+        r = self._row(e)
+        if r is None:
+            return
+        r.phase, r.evaluated_at = "evaluated", e.at
+        r.score = _finite(e.score)
+        r.metrics = dict(e.metrics)
+        r.gates_failed = [g.name for g in e.gates if not g.passed]
+        r.evaluator, r.evaluator_sha, r.eval_wall_s = e.evaluator, e.evaluator_sha, e.eval_wall_s
+        if e.log_sha and not r.log_sha:
+            r.log_sha = e.log_sha
+        if r.started_at is None:  # no TrialStarted (e.g. imported): stamp what was in force now
+            c = self.campaigns[r.campaign_id]
+            r.harness_version, r.task_sha = c.harness_version, c.task_sha
+
+    def on_OutcomeLabelled(self, rec: Recorded, e: ev.OutcomeLabelled) -> None:
+        r = self._row(e)
+        if r is None:
+            return
+        c = self.campaigns[r.campaign_id]
+        r.phase = "labelled"
+        r.status = r.first_label = e.status
+        r.reason, r.excerpt, r.label_actor, r.labelled_at = e.reason, e.excerpt, e.actor, e.at
+        if r.score is None and e.score is not None:
+            r.score = _finite(e.score)
+        if e.delta is not None:
+            r.delta = _finite(e.delta)
+        elif r.score is not None and c.incumbent_score is not None and r.trial_id != c.baseline_id:
+            r.delta = r.score - c.incumbent_score
+        if r.trial_id == c.baseline_id and r.score is not None and c.incumbent_score is None:
+            c.incumbent_number, c.incumbent_score = r.number, r.score
+
+    def on_TrialRelabelled(self, rec: Recorded, e: ev.TrialRelabelled) -> None:
+        r = self._row(e)
+        if r is None:
+            return
+        r.status = e.status
+        r.relabels += 1
+        self.corrections.append({"kind": "relabel", "campaign": r.campaign, "number": r.number,
+                                 "from": e.previous_status, "to": e.status, "reason": e.reason,
+                                 "actor": e.actor, "at": e.at, "position": rec.position})
+
+    def on_TrialQuarantined(self, rec: Recorded, e: ev.TrialQuarantined) -> None:
+        r = self._row(e)
+        if r is None:
+            return
+        r.quarantined = True
+        self.corrections.append({"kind": "quarantine", "campaign": r.campaign, "number": r.number,
+                                 "from": r.status, "to": r.status, "reason": e.reason, "actor": e.actor,
+                                 "at": e.at, "position": rec.position})
+
+    # state ----------------------------------------------------------------------------------
+    @property
+    def state(self) -> dict[str, Any]:
+        camps = sorted(self.campaigns.values(), key=lambda c: (c.position, c.name))
+        return {
+            "campaigns": [c.to_dict() for c in camps],
+            "trials": [r.to_dict() for c in camps for r in self.rows(c.campaign_id)],
+            "corrections": list(self.corrections),
+            "imports": list(self.imports),
+            "checkpoints": list(self.checkpoints),
+        }
+
+
+class PerTrialAggregate(Projection):
+    """An aggregate over trials kept exact under change: when a trial's row changes, its old
+    contribution is taken out and its new one put in. Subclasses define ``contribution(row)``
+    (hashable, or None for "counts for nothing") and ``add(campaign_id, contribution, sign)``."""
+
+    requires = (TrialTable,)
+
+    def __init__(self, deps: dict[type[Projection], Projection] | None = None):
+        super().__init__(deps)
+        self.table: TrialTable = self.deps[TrialTable]  # type: ignore[assignment]
+        self._contrib: dict[uuid.UUID, Any] = {}
+
+    def apply(self, rec: Recorded) -> None:
+        tid = self.table.touched
+        if tid is not None:
+            row = self.table.trials[tid]
+            new = self.contribution(row)
+            old = self._contrib.get(tid)
+            if new != old:
+                if old is not None:
+                    self.add(row.campaign_id, old, -1)
+                if new is not None:
+                    self.add(row.campaign_id, new, +1)
+                    self._contrib[tid] = new
+                else:
+                    self._contrib.pop(tid, None)
+        h = self._handlers.get(type(rec.event))
+        if h is not None:
+            h(self, rec, rec.event)
+
+    def contribution(self, row: TrialRow) -> Any:
+        raise NotImplementedError
+
+    def add(self, campaign_id: uuid.UUID, contribution: Any, sign: int) -> None:
+        raise NotImplementedError

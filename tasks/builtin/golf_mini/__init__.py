@@ -1,0 +1,1 @@
+"""golf-mini: Parameter Golf in miniature (byte-level LM on Shakespeare, scored in bits per byte)."""

@@ -1,0 +1,169 @@
+"""nanochat-d12 evaluator: the CORE metric from the official nanochat output, within 90 minutes.
+
+    evaluate.py --runs a,b,... --result result.json [--train-wall-s x,y,...] [--budget-s 5400]
+
+karpathy/nanochat computes CORE (the DCLM ICL ensemble, higher is better) in its own scripts, so
+this evaluator is a *log classifier*: it reads each run's ``train.log`` (written by
+``launch.py run``) and never runs recipe code. Formats accepted (confirmed against nanochat's
+``scripts/base_train.py`` and ``scripts/base_eval.py``):
+
+score — the last ``CORE metric: 0.xxxx`` line: ``scripts.base_eval`` prints ``CORE metric: 0.2219``,
+    ``scripts.base_train`` prints ``Step 04536 | CORE metric: 0.2187`` when its CORE evaluation
+    is on. Fallbacks: a wandb summary line ``core_metric 0.2219``, or the ``CORE`` row of the
+    ``base_eval`` CSV collected into the run folder (``*.csv``: ``CORE , , 0.221900``).
+also recorded — ``Minimum validation bpb: x`` (else the last ``Validation bpb: x``) as
+    ``val_bpb``; ``Total training time: X.XXm`` as ``train_time_s``.
+budget — the runner's wall seconds (``--train-wall-s``) over ``--budget-s`` (90 minutes) →
+    ``train_budget_overrun``. (The runner normally stops such a run itself.)
+
+The score is the mean CORE over the runs. A run without a CORE line gives ``score: null``, label
+``crash`` and a reason naming the formats above. The process exits 0 whenever it wrote the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+BUDGET_S = 90 * 60.0
+LOG_NAMES = ("train.log", "stdout.log", "output.log", "log.txt")
+
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
+_RANK = re.compile(r"^(?:\[(?:rank|default)?\d+\]:\s?)+")
+_CORE = re.compile(r"(?:^|\|\s*)CORE metric\s*:\s*(" + _NUM + r")\s*$", re.I)
+_WANDB_CORE = re.compile(r"^(?:wandb:)?\s*core_metric\s+(" + _NUM + r")\s*$")
+_CSV_CORE = re.compile(r"^\s*CORE\s*,[^,]*,\s*(" + _NUM + r")\s*$")
+_MIN_BPB = re.compile(r"Minimum validation bpb\s*:\s*(" + _NUM + r")")
+_BPB = re.compile(r"Validation bpb\s*:\s*(" + _NUM + r")")
+_TRAIN_TIME = re.compile(r"Total training time\s*:\s*(\d+(?:\.\d+)?)m\b")
+
+FORMATS = ("'CORE metric: <x>' (scripts.base_eval) or 'Step N | CORE metric: <x>' (scripts.base_train "
+           "with its CORE evaluation on), a wandb 'core_metric <x>' summary line, or a base_eval CSV "
+           "with a 'CORE' row in the run folder")
+
+
+class RunFailed(Exception):
+    def __init__(self, label: str, reason: str):
+        super().__init__(reason)
+        self.label = label
+
+
+def find_log(run: Path) -> Path:
+    for name in LOG_NAMES:
+        if (run / name).is_file():
+            return run / name
+    logs = sorted(run.glob("*.log"))
+    if logs:
+        return logs[0]
+    raise RunFailed("crash", f"no log in {run} (expected {LOG_NAMES[0]}, written by launch.py run)")
+
+
+def read_lines(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [_RANK.sub("", ln).strip() for ln in text.replace("\r", "\n").split("\n")]
+
+
+def _last(pattern: re.Pattern[str], lines: list[str]) -> float | None:
+    found = None
+    for line in lines:
+        m = pattern.search(line)
+        if m:
+            found = float(m.group(1))
+    return found
+
+
+def evaluate_run(run: Path) -> dict:
+    log = find_log(run)
+    lines = read_lines(log)
+    info: dict = {}
+    core = _last(_CORE, lines)
+    source = "log"
+    if core is None:
+        core = _last(_WANDB_CORE, lines)
+        source = "wandb summary"
+    if core is None:
+        for csv in sorted(run.glob("*.csv")):
+            core = _last(_CSV_CORE, read_lines(csv))
+            if core is not None:
+                source = csv.name
+                break
+    if core is None:
+        raise RunFailed("crash", f"{log}: no CORE metric; accepted: {FORMATS}")
+    if not math.isfinite(core):
+        raise RunFailed("diverged", f"{log}: CORE metric is {core}")
+    info["core_metric"] = core
+    info["source"] = source
+    bpb = _last(_MIN_BPB, lines)
+    if bpb is None:
+        bpb = _last(_BPB, lines)
+    if bpb is not None:
+        info["val_bpb"] = bpb
+    minutes = _last(_TRAIN_TIME, lines)
+    if minutes is not None:
+        info["train_time_s"] = minutes * 60.0
+    return info
+
+
+def evaluate(runs: list[Path], wall: list[float], budget_s: float) -> dict:
+    metrics: dict[str, float] = {}
+    gates: list[dict] = []
+    result = {"score": None, "metrics": metrics, "gates": gates, "label": None, "reason": ""}
+    infos = []
+    for i, run in enumerate(runs):
+        try:
+            infos.append(evaluate_run(run))
+        except RunFailed as e:
+            where = f"run {i + 1} of {len(runs)}: " if len(runs) > 1 else ""
+            result["label"], result["reason"] = e.label, where + str(e)
+            return result
+    cores = [inf["core_metric"] for inf in infos]
+    metrics["core_metric"] = sum(cores) / len(cores)
+    if len(cores) > 1:
+        mean = metrics["core_metric"]
+        metrics["core_metric_sd"] = math.sqrt(sum((c - mean) ** 2 for c in cores) / (len(cores) - 1))
+    for key in ("val_bpb", "train_time_s"):
+        vals = [inf[key] for inf in infos if key in inf]
+        if vals:
+            metrics[key] = sum(vals) / len(vals)
+    result["score"] = metrics["core_metric"]
+    if wall:
+        worst = max(wall)
+        metrics["train_wall_s"] = sum(wall) / len(wall)
+        gates.append({"name": "train_wall_s", "passed": worst <= budget_s, "value": worst, "limit": budget_s})
+        if worst > budget_s:
+            result["label"] = "train_budget_overrun"
+            result["reason"] = (f"the run took {worst / 60:.1f} min of wall time, over the "
+                                f"{budget_s / 60:g}-minute budget")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", required=True, help="comma-separated run output dirs")
+    ap.add_argument("--result", required=True, type=Path)
+    ap.add_argument("--train-wall-s", default="")
+    ap.add_argument("--code-bytes", type=int, default=None, help="accepted and ignored: no size gate")
+    ap.add_argument("--heldout", default="", help="accepted and ignored: the score comes from the log")
+    ap.add_argument("--budget-s", type=float, default=BUDGET_S)
+    args, unknown = ap.parse_known_args(argv)
+    if unknown:
+        print(f"evaluate.py: ignoring unknown arguments {unknown}", file=sys.stderr)
+    runs = [Path(r) for r in args.runs.split(",") if r]
+    if not runs:
+        ap.error("--runs names no run directory")
+    wall = [float(w) for w in args.train_wall_s.split(",") if w]
+    result = evaluate(runs, wall, args.budget_s)
+    tmp = args.result.with_name(args.result.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, args.result)
+    print(f"score={result['score']} label={result['label']} {result['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
