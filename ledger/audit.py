@@ -10,8 +10,11 @@ against a signed checkpoint, checkable by anyone with the checkpoint's public ke
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
+import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +25,8 @@ from ledger import events as ev
 from ledger import merkle
 from ledger.aggregates import LedgerRoot
 from ledger.app import ConflictError, Ledger, __version__
-from ledger.codec import DecodeError, decode, leaf_data
+from ledger.codec import DecodeError, decode, decode_raw, decompress_many, leaf_data
+from ledger.events import ARTIFACT_FIELDS
 from ledger.keys import Checkpoint, generate_key, key_id, load_key, public_hex, sign_checkpoint
 from ledger.store import LedgerError
 
@@ -125,51 +129,68 @@ def verify(led: Ledger, checkpoint: Checkpoint | None = None, *, decode_events: 
     trusted: dict[str, str] = {}
     cps: list[tuple[int, ev.CheckpointSigned]] = []
     shas: dict[str, int] = {}
-    sha256 = merkle._sha256 if hasattr(merkle, "_sha256") else None  # noqa: F841 (fast path hint)
-    lh = merkle.leaf_hash
     pos = 0
     sealed_done = False
     missing_reported = False
-    for nid, oid, ver, topic, state in rec.iter_rows():
-        leaf = lh(leaf_data(pos, oid, ver, topic, state))
-        recomputed.append(leaf)
-        stored = None if sealed_done else next(leaves_it, None)
-        if stored is None:
+    batch: list[Any] = []
+
+    def flush() -> None:
+        nonlocal pos, sealed_done, missing_reported
+        base = pos
+        leaves = [_leaf(base + i, r) for i, r in enumerate(batch)]
+        recomputed.extend(leaves)
+        stored = [] if sealed_done else list(itertools.islice(leaves_it, len(batch)))
+        if len(stored) < len(batch):
             sealed_done = True
-            rep.problems.append(Problem(pos, "unsealed", f"position {pos} (notification {nid}, {_short(topic)}): "
-                                        "event is not sealed in the Merkle log — written outside arledger "
-                                        "(forged) or an unsealed tail"))
-        else:
-            spos, snid, sleaf = stored
-            if bytes(sleaf) != leaf:
+        if [bytes(s[2]) for s in stored] != leaves[: len(stored)]:
+            for i, (_spos, snid, sleaf) in enumerate(stored):
+                nid, topic = batch[i][0], batch[i][3]
+                if bytes(sleaf) == leaves[i]:
+                    continue
+                p = base + i
                 if snid != nid and not missing_reported:
                     missing_reported = True
-                    rep.problems.append(Problem(pos, "missing", f"position {pos}: the sealed event (notification "
+                    rep.problems.append(Problem(p, "missing", f"position {p}: the sealed event (notification "
                                                 f"{snid}) is missing; found notification {nid} there — events were "
                                                 "deleted or inserted"))
-                else:
-                    rep.problems.append(Problem(pos, "modified", f"position {pos} (notification {nid}, "
+                elif snid == nid:
+                    rep.problems.append(Problem(p, "modified", f"position {p} (notification {nid}, "
                                                 f"{_short(topic)}): stored bytes differ from the sealed leaf — the "
                                                 "event was modified, swapped or replaced"))
-        if decode_events:
-            try:
-                e = decode(topic, state)
-                if e.originator_id != _uuid(oid) or e.originator_version != ver:
-                    raise DecodeError(f"event says {e.originator_id} v{e.originator_version}, row says {oid} v{ver}")
-            except DecodeError as err:
-                rep.problems.append(Problem(pos, "decode", f"position {pos}: event does not decode: {err}"))
-            else:
-                t = type(e)
-                if t is ev.LedgerInitialized or t is ev.KeyAdded:
-                    trusted[e.key_id] = e.public_key
-                elif t is ev.CheckpointSigned:
-                    cps.append((pos, e))
-                if check_artifacts:
-                    for s in ev.artifact_shas(e):
-                        shas.setdefault(s, pos)
-        pos += 1
-        if progress is not None and pos % 10000 == 0:
+        if len(stored) < len(batch):
+            p = base + len(stored)
+            nid, topic = batch[len(stored)][0], batch[len(stored)][3]
+            rep.problems.append(Problem(p, "unsealed", f"position {p} (notification {nid}, {_short(topic)}): "
+                                        "event is not sealed in the Merkle log — written outside arledger "
+                                        "(forged) or an unsealed tail"))
+        pos += len(batch)
+        batch.clear()
+        if progress is not None:
             progress(pos)
+
+    worker = None
+    if decode_events and _can_fork(rec):
+        # decoding runs in a second process over its own read connection, beside the Merkle pass
+        import multiprocessing
+
+        global _FORK_RECORDER
+        _FORK_RECORDER = rec
+        worker = multiprocessing.get_context("fork").Pool(1)
+        pending = worker.apply_async(_decode_pass_forked, (check_artifacts,))
+    for row in rec.iter_rows():
+        batch.append(row)
+        if len(batch) >= 4096:
+            flush()
+    if batch:
+        flush()
+    if decode_events:
+        if worker is not None:
+            dprobs, trusted, cps, shas = pending.get()
+            worker.close()
+            worker.join()
+        else:
+            dprobs, trusted, cps, shas = _decode_pass(rec, check_artifacts)
+        rep.problems.extend(dprobs)
     for spos, snid, _ in leaves_it:
         rep.problems.append(Problem(spos, "missing", f"positions {spos}..: sealed events (from notification {snid}) "
                                     "are missing — the log was truncated or rows deleted"))
@@ -220,6 +241,66 @@ def verify(led: Ledger, checkpoint: Checkpoint | None = None, *, decode_events: 
     return rep
 
 
+_FORK_RECORDER: Any = None
+
+
+def _decode_pass_forked(check_artifacts: bool) -> Any:
+    return _decode_pass(_FORK_RECORDER, check_artifacts)
+
+
+def _can_fork(rec: Any) -> bool:
+    from ledger.recorders import SealedSQLiteRecorder
+
+    return isinstance(rec, SealedSQLiteRecorder) and (os.cpu_count() or 1) >= 2 and hasattr(os, "fork")
+
+
+def _decode_pass(rec: Any, check_artifacts: bool) -> tuple[list[Problem], dict[str, str],
+                                                            list[tuple[int, ev.CheckpointSigned]], dict[str, int]]:
+    """Decode every stored event; collect trusted keys, recorded checkpoints and artifact references."""
+    problems: list[Problem] = []
+    trusted: dict[str, str] = {}
+    cps: list[tuple[int, ev.CheckpointSigned]] = []
+    shas: dict[str, int] = {}
+    base = 0
+    batch: list[Any] = []
+
+    def run() -> None:
+        raws = decompress_many([r[4] for r in batch])
+        for i, r in enumerate(batch):
+            p = base + i
+            try:
+                e = decode_raw(r[3], raws[i])
+                oid = r[1]
+                if e.originator_version != r[2] or (
+                    e.originator_id.hex != oid if isinstance(oid, str) else e.originator_id != oid
+                ):
+                    raise DecodeError(f"event says {e.originator_id} v{e.originator_version}, "
+                                      f"row says {oid} v{r[2]}")
+            except DecodeError as err:
+                problems.append(Problem(p, "decode", f"position {p}: event does not decode: {err}"))
+                continue
+            t = type(e)
+            if t is ev.LedgerInitialized or t is ev.KeyAdded:
+                trusted[e.key_id] = e.public_key
+            elif t is ev.CheckpointSigned:
+                cps.append((p, e))
+            if check_artifacts:
+                for name in ARTIFACT_FIELDS[t]:
+                    v = getattr(e, name)
+                    if v and v not in shas:
+                        shas[v] = p
+
+    for row in rec.iter_rows():
+        batch.append(row)
+        if len(batch) >= 4096:
+            run()
+            base += len(batch)
+            batch.clear()
+    if batch:
+        run()
+    return problems, trusted, cps, shas
+
+
 def _check_external(rep: VerifyReport, cp: Checkpoint, lid: str, trusted: dict[str, str],
                     roots: dict[int, bytes], size: int, source: str) -> None:
     if cp.ledger_id != lid:
@@ -243,6 +324,21 @@ def _check_external(rep: VerifyReport, cp: Checkpoint, lid: str, trusted: dict[s
 def _first_bad(rep: VerifyReport, size: int) -> int | None:
     cands = [p.position for p in rep.problems if p.position is not None and p.position < size]
     return min(cands) if cands else None
+
+
+_HEAD = struct.Struct(">QQ")
+_topic_bytes: dict[str, bytes] = {}
+
+
+def _leaf(position: int, row: Any) -> bytes:
+    """The leaf hash of a stored row (same bytes as codec.leaf_data, inlined for speed)."""
+    _nid, oid, ver, topic, state = row
+    tb = _topic_bytes.get(topic)
+    if tb is None:
+        t = topic.encode()
+        tb = _topic_bytes[topic] = len(t).to_bytes(2, "big") + t
+    ob = bytes.fromhex(oid) if isinstance(oid, str) and len(oid) == 32 else _uuid(oid).bytes
+    return hashlib.sha256(b"\x00" + _HEAD.pack(position, ver) + ob + tb + state).digest()
 
 
 def _roots_at(leaves: list[bytes], sizes: set[int]) -> dict[int, bytes]:

@@ -64,10 +64,46 @@ _LEAF_HEAD = struct.Struct(">QQ16sH")
 
 
 def leaf_data(position: int, originator_id: uuid.UUID | str, version: int, topic: str, state: bytes) -> bytes:
-    """Canonical bytes of one stored row: position, version, originator id, topic, state."""
-    oid = originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(str(originator_id))
+    """Canonical bytes of one stored row: position, version, originator id (16 bytes), topic, state."""
+    if isinstance(originator_id, uuid.UUID):
+        oid = originator_id.bytes
+    elif len(originator_id) == 32:
+        oid = bytes.fromhex(originator_id)
+    else:
+        oid = uuid.UUID(originator_id).bytes
     t = topic.encode()
-    return _LEAF_HEAD.pack(position, version, oid.bytes, len(t)) + t + bytes(state)
+    return _LEAF_HEAD.pack(position, version, oid, len(t)) + t + bytes(state)
+
+
+def decompress_many(states: list[bytes]) -> list[bytes]:
+    """Decompress a batch of stored states (in C threads when the batch is large)."""
+    d = _zstd()[1]
+    if len(states) >= 256:
+        try:
+            res = d.multi_decompress_to_buffer(states, threads=-1)
+            return [res[i].tobytes() for i in range(len(res))]
+        except zstandard.ZstdError:
+            pass  # a corrupt frame somewhere: fall back to one by one, so the caller can name it
+    out = []
+    for s in states:
+        try:
+            out.append(d.decompress(s))
+        except zstandard.ZstdError:
+            out.append(b"")
+    return out
+
+
+def decode_raw(topic: str, raw: bytes) -> Event:
+    """Decode already-decompressed bytes."""
+    dec = _decoders.get(topic)
+    if dec is None:
+        raise DecodeError(f"unknown event topic {topic!r}")
+    if not raw:
+        raise DecodeError(f"stored bytes of a {topic} event are not valid zstd")
+    try:
+        return dec.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise DecodeError(f"stored bytes do not decode as {topic}: {e}") from e
 
 
 class LedgerMapper(Mapper):

@@ -427,12 +427,18 @@ def topic_of(event: Event) -> str:
     return TOPIC_OF[type(event)]
 
 
+_NOT_ARTIFACTS = ("task_sha", "evaluator_sha", "tree_sha", "tree_sha_after")
+ARTIFACT_FIELDS: dict[type[Event], tuple[str, ...]] = {
+    c: tuple(n for n in c.__struct_fields__ if n.endswith("_sha") and n not in _NOT_ARTIFACTS) for c in EVENT_TYPES
+}
+"""For each event type, the fields that name an artifact in the store by its sha256."""
+
+
 def artifact_shas(event: Event) -> list[str]:
-    """Every artifact sha an event refers to (fields ending in ``_sha`` that hold a digest)."""
+    """Every artifact sha an event refers to."""
     out = []
-    for name in event.__struct_fields__:
-        if name.endswith("_sha") and name not in ("task_sha", "evaluator_sha", "tree_sha", "tree_sha_after"):
-            v = getattr(event, name)
-            if isinstance(v, str) and len(v) == 64:
-                out.append(v)
+    for name in ARTIFACT_FIELDS[type(event)]:
+        v = getattr(event, name)
+        if v:
+            out.append(v)
     return out

@@ -24,7 +24,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from ledger.codec import leaf_data
 from ledger.merkle import Frontier, leaf_hash
 
-Row = tuple[int, uuid.UUID, int, str, bytes]  # notification id, originator, version, topic, state
+Row = tuple[int, "uuid.UUID | str", int, str, bytes]  # notification id, originator (UUID or hex), version, topic, state
 LeafRow = tuple[int, int, bytes]  # position, notification id, leaf hash
 
 
@@ -85,8 +85,7 @@ class SealedSQLiteRecorder(SQLiteApplicationRecorder):
                 rows = cur.fetchmany(batch)
                 if not rows:
                     break
-                for nid, oid, ver, topic, state in rows:
-                    yield nid, uuid.UUID(oid), ver, topic, state
+                yield from rows
         finally:
             conn.close()
 

@@ -290,10 +290,7 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
     best = board.best(cid)
     base = table.baseline(cid)
 
-    head = [f"# Lineage view — campaign {info.name}",
-            f"Task {info.task} · metric {metric} ({direction_words(info.direction)})"
-            + (f" · noise sd {fmt_score(info.noise_sd)}" if info.noise_sd and arm != "no-lineage" else ""),
-            f"You are specialist **{specialist}**" + (f" (surface: {surface})." if surface else ".")]
+    head = [f"# Lineage view — campaign {info.name}"]
     if best is None:
         head.append("Current best: none yet (no baseline has been scored).")
     else:
@@ -303,13 +300,16 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
         who = "baseline" if best.kind == "baseline" else best.specialist
         head.append(f"Current best: **#{best.number:03d}** ({metric}={fmt_score(best.score)}{gain}) by {who} — "
                     f"{clip(best.hypothesis, 200)}")
+    head.append(f"You are specialist **{specialist}**" + (f" (surface: {surface})." if surface else "."))
+    head.append(f"Task {info.task} · metric {metric} ({direction_words(info.direction)})"
+                + (f" · noise sd {fmt_score(info.noise_sd)}" if info.noise_sd and arm != "no-lineage" else ""))
     sections = [Section(0, head)]
     if arm == "no-lineage":
         return "\n".join(head) + "\n"
 
     ranked = board.ranked(cid)
     n_trials = sum(1 for _ in table.numbers.get(cid, ())) - (1 if base is not None else 0)
-    head.insert(2, f"{n_trials} trials so far, {len(ranked)} keeps.")
+    head.append(f"{n_trials} trials so far, {len(ranked)} keeps.")
 
     # saturation ---------------------------------------------------------------------------
     sat_items: list[list[str]] = []

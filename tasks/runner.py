@@ -327,13 +327,15 @@ class Runner:
             self.slots = [_Slot(i, []) for i in range(max(1, slots))]
         self.scan = LedgerScan(self.ledger)
         self._specs: dict[str, Any] = {}
+        self._variants: dict[str, list[Any]] = {}  # name -> every spec served under that name
         self._unservable: dict[str, str] = {}
         self._tasks_filter: set[str] | None = None
         if tasks is not None:
             self._tasks_filter = set()
             for t in tasks:
                 spec = _load_spec(t)
-                self._specs[spec.name] = spec
+                self._specs.setdefault(spec.name, spec)
+                self._variants.setdefault(spec.name, []).append(spec)
                 self._tasks_filter.add(spec.name)
         self._wake = threading.Event()
         self._drain = threading.Event()
@@ -659,6 +661,11 @@ class Runner:
         launch = agg.launch
         assert launch is not None and agg.proposed is not None
         spec = self._spec_for(launch.task)
+        variants = self._variants.get(launch.task, [])
+        if len(variants) > 1:  # several versions of a task under one name: the campaign's own
+            with contextlib.suppress(Exception):
+                want = self.ledger.load(Campaign, agg.proposed.campaign_id).opened.task_sha
+                spec = next((v for v in variants if _call(v, "content_sha") == want), spec)
         if spec is None:
             self._label(ctx, "crash", reason=f"runner error: task {launch.task!r} cannot be loaded here")
             return

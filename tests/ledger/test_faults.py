@@ -14,7 +14,6 @@ import pytest
 
 from ledger import events as ev
 from ledger.aggregates import Campaign, Trial
-from ledger.app import Ledger
 from ledger.audit import init_ledger, verify
 
 ROOT = Path(__file__).resolve().parents[2]

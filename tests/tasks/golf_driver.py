@@ -53,11 +53,12 @@ def train_env(data_train: Path, out: Path, seed: int, threads: int = 2, budget_s
     return env
 
 
-def train(ws: Path, data: Path, out: Path, seed: int, timeout: float = 600, budget_s: float = 0):
+def train(ws: Path, data: Path, out: Path, seed: int, timeout: float = 600, budget_s: float = 0,
+          threads: int = 2):
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     proc = subprocess.run([sys.executable, "train.py"], cwd=ws, env=train_env(data / "train", out, seed,
-                          budget_s=budget_s), capture_output=True, text=True, timeout=timeout)
+                          threads=threads, budget_s=budget_s), capture_output=True, text=True, timeout=timeout)
     return proc, time.time() - t0
 
 
@@ -67,7 +68,7 @@ def child_cpu_s() -> float:
 
 
 def evaluate(runs: list[Path], data: Path, result: Path, code_bytes: int, wall_s: list[float],
-             task: Path = TASK, stage: Path | None = None, timeout: float = 600):
+             task: Path = TASK, stage: Path | None = None, timeout: float = 600, threads: int = 2):
     """Stage the evaluator files into ``stage`` (default: beside ``result``) and run evaluate.py."""
     spec = _spec(task)["task"]
     stage = stage or result.parent / "eval_stage"
@@ -80,7 +81,7 @@ def evaluate(runs: list[Path], data: Path, result: Path, code_bytes: int, wall_s
     cmd = [sys.executable, str(eval_dir / "evaluate.py"), "--runs", ",".join(map(str, runs)),
            "--heldout", str(data / "heldout"), "--result", str(result),
            "--train-wall-s", ",".join(f"{w:.3f}" for w in wall_s), "--code-bytes", str(code_bytes)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=train_env(data, result.parent, 0))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=train_env(data, result.parent, 0, threads=threads))
     res = json.loads(result.read_text()) if result.exists() else None
     return proc, res, time.time() - t0
 
@@ -98,7 +99,7 @@ def set_knobs(text: str, knobs: dict[str, object]) -> str:
 
 
 def trial(root: Path, data: Path, seed: int, knobs: dict[str, object] | None = None,
-          patches: list[tuple[str, str]] | None = None) -> dict:
+          patches: list[tuple[str, str]] | None = None, threads: int = 2) -> dict:
     ws = root / "ws"
     text = (TASK / "recipe" / "train.py").read_text()
     for find, replace in patches or []:
@@ -107,12 +108,12 @@ def trial(root: Path, data: Path, seed: int, knobs: dict[str, object] | None = N
     code_bytes = stage_workspace(ws, edits={"train.py": set_knobs(text, knobs or {})})
     out = root / "out"
     c0 = child_cpu_s()
-    proc, wall = train(ws, data, out, seed)
+    proc, wall = train(ws, data, out, seed, threads=threads, timeout=3600)
     train_cpu = child_cpu_s() - c0
     if proc.returncode != 0:
         return {"seed": seed, "train_s": wall, "error": proc.stderr[-2000:]}
     c0 = child_cpu_s()
-    eproc, res, eval_s = evaluate([out], data, root / "result.json", code_bytes, [wall])
+    eproc, res, eval_s = evaluate([out], data, root / "result.json", code_bytes, [wall], threads=threads)
     eval_cpu = child_cpu_s() - c0
     return {"seed": seed, "train_s": round(wall, 2), "eval_s": round(eval_s, 2),
             "train_cpu_s": round(train_cpu, 1), "eval_cpu_s": round(eval_cpu, 1),
@@ -127,6 +128,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="KNOB=VALUE (python literal)")
     ap.add_argument("--patch", action="append", default=[], help="name of a [[patches]] entry")
     ap.add_argument("--work", type=Path, default=Path("/tmp/golf_driver"))
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     knobs = dict(s.split("=", 1) for s in args.set)
     by_name = {p["name"]: p for p in _spec(TASK).get("patches", [])}
@@ -135,7 +137,7 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         root = args.work / f"seed{seed}"
         shutil.rmtree(root, ignore_errors=True)
-        r = trial(root, args.data, seed, knobs, patches)
+        r = trial(root, args.data, seed, knobs, patches, threads=args.threads)
         if "error" in r or r["score"] is None:
             print(json.dumps({k: v for k, v in r.items() if k != "result"}, indent=1))
             continue
