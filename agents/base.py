@@ -10,7 +10,7 @@ campaign loop records that as a labelled outcome, never a crash of the loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ledger.events import Usage
 
@@ -85,3 +85,17 @@ class Backend(Protocol):
     name: str
 
     def propose(self, ctx: ProposalContext) -> Proposal: ...
+
+
+class StructuredContext(ProposalContext, Protocol):
+    """What offline backends read instead of the rendered text: the task and the trial table.
+
+    ``trials()`` returns the campaign's rows of ``projections.trials.TrialRow`` (number, parent,
+    specialist, surface, kind, hypothesis, status, score, delta, excerpt, ...), *already filtered by
+    the arm*: under ``no-lineage`` it holds only the baseline and the current best."""
+
+    task: Any  # tasks.spec.TaskSpec
+    arm: str
+    threshold: float  # the improvement a keep must exceed (max(min_delta, k * sd))
+
+    def trials(self) -> list[Any]: ...

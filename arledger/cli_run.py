@@ -1,1 +1,185 @@
-"""placeholder; filled in by its owner."""
+"""`arledger run`: the product's main job, a campaign of specialist agents with a live display."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLE = {"keep": "bold green", "baseline": "cyan", "discard": "white", "crash": "red", "oom": "red",
+                "diverged": "red", "size_blocked": "yellow", "train_budget_overrun": "yellow",
+                "eval_budget_overrun": "yellow", "disqualified": "yellow", "illegal_edit": "magenta",
+                "preflight_crash": "magenta", "duplicate": "dim", "cancelled": "dim", "runner_lost": "red"}
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(run)
+
+
+@click.command()
+@click.option("--ledger", "ledger_url", envvar="ARLEDGER_LEDGER", default=None, metavar="URL",
+              help="Ledger URL (default sqlite:.arledger/ledger.db; created on first run).")
+@click.option("--task", default="golf-mini", show_default=True, help="A built-in task name or a task directory.")
+@click.option("--name", default=None, help="Campaign name (default: TASK-DATE-TIME).")
+@click.option("--backend", default="heuristic", show_default=True,
+              help="heuristic (offline), anthropic (needs ANTHROPIC_API_KEY), random, or replay:FILE.")
+@click.option("--arm", default="lineage", show_default=True,
+              help="lineage | no-lineage (view blanked but for the best) | generic:N | single.")
+@click.option("--specialists", default=None, help="Comma-separated subset of the task's specialists.")
+@click.option("--max-trials", type=int, default=10, show_default=True, help="Proposals to run (baseline and "
+              "confirmation runs come on top).")
+@click.option("--deadline", "deadline_min", type=float, default=None, help="Stop proposing after this many minutes.")
+@click.option("--grace", type=int, default=None, help="Stop after this many scored proposals without a keep.")
+@click.option("--max-usd", type=float, default=None, help="LLM spending cap in dollars.")
+@click.option("--max-compute-h", type=float, default=None, help="Compute cap in trial-hours.")
+@click.option("--in-flight", type=int, default=1, show_default=True, help="Trials in flight per specialist.")
+@click.option("--stagger", type=float, default=0.0, show_default=True, help="Seconds between proposal launches.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--runners", type=click.Choice(["local", "external"]), default="local", show_default=True,
+              help="local: an in-process runner; external: `arledger runner` daemons do the training.")
+@click.option("--slots", type=int, default=1, show_default=True, help="Parallel trials of the local runner.")
+@click.option("--k", "k", type=float, default=None, help="Noise multiplier: a keep must beat k x sd.")
+@click.option("--confirmations", type=int, default=None, help="Confirmation runs per candidate keep.")
+@click.option("--model", default=None, help="Model for the anthropic backend.")
+@click.option("--thinking-budget", type=int, default=0, help="Extended-thinking tokens (anthropic).")
+@click.option("--resume", is_flag=True, help="Continue the most recent (or --name) interrupted campaign.")
+@click.option("--quiet", is_flag=True, help="No live display; one line per event.")
+def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: str, specialists: str | None,
+        max_trials: int, deadline_min: float | None, grace: int | None, max_usd: float | None,
+        max_compute_h: float | None, in_flight: int, stagger: float, seed: int, runners: str, slots: int,
+        k: float | None, confirmations: int | None, model: str | None, thinking_budget: int, resume: bool,
+        quiet: bool) -> None:
+    """Run a campaign: specialists propose, runners train, evaluators score, the ledger keeps it all.
+
+    With no options: the SQLite ledger under .arledger/ (made if missing), task golf-mini, offline
+    heuristic specialists and an in-process runner. Ctrl-C stops cleanly; `arledger run --resume`
+    continues without duplicating or losing a trial.
+    """
+    from agents.campaign import CampaignConfig, CampaignError, CampaignLoop, config_of, latest_open_campaign
+    from ledger.audit import init_ledger
+    from ledger.store import LedgerError
+    from tasks.spec import TaskSpecError, load_task
+
+    led, _kp, created = init_ledger(ledger_url)
+    console = Console()
+    if created:
+        console.print(f"initialised {led.describe()} (signing key beside it)")
+    try:
+        if resume:
+            name = name or latest_open_campaign(led)
+            if name is None:
+                raise click.ClickException("no open campaign to resume; start one with `arledger run`")
+            cfg = config_of(led, name)
+            if cfg is None:
+                raise click.ClickException(f"there is no campaign {name}")
+            cfg.name = name
+            task = cfg.task
+        else:
+            cfg = CampaignConfig(
+                task=task, name=name, backend=backend, arm=arm,
+                specialists=[s.strip() for s in specialists.split(",")] if specialists else None,
+                max_trials=max_trials, deadline_s=deadline_min * 60 if deadline_min else None, grace=grace,
+                max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
+                runners=runners, slots=slots, k=k, confirmations=confirmations, model=model,
+                thinking_budget=thinking_budget)
+        try:
+            spec = load_task(task)
+        except (TaskSpecError, FileNotFoundError, KeyError) as e:
+            raise click.ClickException(str(e)) from None
+        events: list[str] = []
+
+        def on_event(msg: str) -> None:
+            stamp = time.strftime("%H:%M:%S")
+            events.append(f"{stamp} {msg}")
+            if quiet or not sys.stdout.isatty():
+                click.echo(f"{stamp} {msg}")
+
+        loop = CampaignLoop(led, spec, cfg, resume=resume, on_event=on_event)
+        console.print(f"[bold]campaign {loop.name}[/]: task {spec.name} ({spec.metric}, {spec.direction}), "
+                      f"{len(loop.specialists)} specialist(s) ({', '.join(s.name for s in loop.specialists)}), "
+                      f"backend {cfg.backend}, arm {cfg.arm}, keep threshold {loop.threshold:.4g}")
+        prev = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            loop.interrupt()
+
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            if quiet or not sys.stdout.isatty():
+                outcome = loop.run()
+            else:
+                with Live(render(loop, events), console=console, refresh_per_second=2) as live:
+                    outcome = loop.run(tick=lambda lp: live.update(render(lp, events)))
+        finally:
+            signal.signal(signal.SIGINT, prev)
+    except (CampaignError, LedgerError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        led.close()
+    if loop.stop.is_set() and not outcome.closed:
+        console.print(f"[yellow]interrupted[/]: campaign {outcome.campaign} is open; continue it with "
+                      f"`arledger run --resume --name {outcome.campaign}`")
+        sys.exit(130)
+    headline(console, loop, outcome)
+
+
+def headline(console: Console, loop: Any, out: Any) -> None:
+    spec = loop.spec
+    if out.baseline is None:
+        console.print(f"[red]campaign {out.campaign} ended without a baseline score[/]: {out.reason}")
+        console.print(f"see `arledger show 0` and `arledger log --trial 0`")
+        sys.exit(1)
+    rel = 100 * (out.best - out.baseline) / out.baseline if out.baseline else 0.0
+    if out.improved:
+        console.print(
+            f"[bold green]{spec.metric} {out.baseline:.6g} → {out.best:.6g} ({rel:+.2f}%)[/] after {out.trials} "
+            f"proposals: {len(out.promotions)} confirmed improvement(s), best is trial #{out.best_number} "
+            f"(threshold {loop.threshold:.4g}).")
+    else:
+        console.print(f"[yellow]no confirmed improvement[/] over the baseline {spec.metric} {out.baseline:.6g} "
+                      f"after {out.trials} proposals ({out.reason}).")
+    console.print("next:  arledger status      arledger lineage      "
+                  f"arledger export --out paper/ {out.campaign}      arledger audit verify")
+
+
+def render(loop: Any, events: list[str]) -> Group:
+    rows = loop.rows()
+    spec = loop.spec
+    out = loop.outcome()
+    head = Text()
+    if out.baseline is not None:
+        head.append(f"baseline {spec.metric} {out.baseline:.6g}   best {out.best:.6g} (#{out.best_number})   ",
+                    style="bold")
+    props = [r for r in rows if r.kind == "proposal"]
+    left = max(loop.cfg.max_trials - len(props), 0)
+    head.append(f"proposals {len(props)}/{loop.cfg.max_trials} ({left} left)   threshold {loop.threshold:.4g}")
+    if loop.cfg.deadline_s:
+        head.append(f"   time left {max(0, loop.cfg.deadline_s - (time.time() - loop.started)) / 60:.1f} min")
+    t = Table(expand=True, show_edge=False, pad_edge=False)
+    for c, kw in (("#", {"justify": "right"}), ("specialist", {}), ("kind", {}), ("status", {}),
+                  (spec.metric, {"justify": "right"}), ("Δ", {"justify": "right"}), ("wall", {"justify": "right"}),
+                  ("hypothesis", {"ratio": 1, "no_wrap": True})):
+        t.add_column(c, **kw)
+    for r in rows[-14:]:
+        st = r.status or r.phase
+        t.add_row(str(r.number), r.specialist, r.kind, Text(st, style=STATUS_STYLE.get(st, "blue")),
+                  f"{r.score:.5g}" if r.score is not None else "",
+                  f"{r.delta:+.4g}" if r.delta is not None else "", f"{r.wall_s:.0f}s" if r.wall_s else "",
+                  r.hypothesis[:100])
+    counts = Table.grid(padding=(0, 2))
+    per: dict[str, dict[str, int]] = {}
+    for r in props:
+        d = per.setdefault(r.specialist, {})
+        d[r.status or "in flight"] = d.get(r.status or "in flight", 0) + 1
+    for sp, d in sorted(per.items()):
+        counts.add_row(sp, ", ".join(f"{k} {v}" for k, v in sorted(d.items())))
+    return Group(Panel(head, title=f"arledger · {loop.name}"), t, counts,
+                 Text("\n".join(events[-6:]), style="dim"))

@@ -17,18 +17,26 @@ Reported per campaign:
 * **near-duplicate rate** = share of hypotheses whose cosine to some *earlier* hypothesis of the
   campaign is >= 0.9.
 
-Both searches are exact and use prefix filtering: a candidate must share one of the new vector's
-heaviest terms (those holding more than 1 - t² of its squared mass, for threshold t); anything
-sharing none of them has cosine < t. The inverted indexes then only touch rare terms' postings.
+The nearest-centroid search runs in a hashed space: each term goes to one of 4096 dimensions with a
+sign (crc32 of the term; the feature-hashing trick), cluster sums are the columns of a float32 matrix
+and the cosines to all centroids are one vectorised product. Collisions make those cosines
+approximate (the noise is small and zero-mean), and the cost stays linear in the number of clusters
+instead of in the vocabulary they hold. The near-duplicate search is exact: a candidate must share
+one of the new vector's heaviest terms (those holding more than 1 - 0.9² of its squared mass; a
+vector sharing none of them has cosine < 0.9), and each candidate's cosine is computed in full.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import uuid
+import zlib
 from collections import Counter
 from typing import Any
+
+import numpy as np
 
 from ledger import events as ev
 from ledger.app import Recorded
@@ -36,6 +44,7 @@ from projections.base import Projection
 from projections.trials import TrialTable
 
 JOIN_COSINE = 0.30
+HASH_DIM = 4096
 NEAR_DUP_COSINE = 0.9
 _TOKEN = re.compile(r"[a-z][a-z0-9_]*|\d+(?:\.\d+)?(?:e-?\d+)?")
 STOPWORDS = frozenset(
@@ -46,6 +55,13 @@ STOPWORDS = frozenset(
 
 def tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(text.lower()) if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _slot(term: str) -> tuple[int, float]:
+    """The hashed dimension and sign of a term (stable across processes: crc32, not hash())."""
+    h = zlib.crc32(term.encode())
+    return h % HASH_DIM, (1.0 if (h >> 20) & 1 else -1.0)
 
 
 def _prefix(order: list[tuple[str, float]], tau: float) -> list[str]:
@@ -60,33 +76,25 @@ def _prefix(order: list[tuple[str, float]], tau: float) -> list[str]:
     return out
 
 
-def _dot(a: dict[str, float], b: dict[str, float]) -> float:
-    if len(a) > len(b):
-        a, b = b, a
-    get = b.get
-    return sum(w * get(t, 0.0) for t, w in a.items())
-
-
 class _CampaignDiversity:
-    __slots__ = ("n", "df", "vectors", "postings", "centroids", "cnorm2", "sizes", "cluster_terms",
-                 "assign", "near_dups", "numbers")
+    __slots__ = ("n", "df", "vectors", "postings", "centroids", "cnorm2", "k", "sizes", "assign", "near_dups",
+                 "numbers")
 
     def __init__(self) -> None:
         self.n = 0
         self.df: Counter[str] = Counter()
         self.vectors: list[dict[str, float]] = []
-        self.postings: dict[str, list[int]] = {}
-        self.centroids: list[dict[str, float]] = []
-        self.cnorm2: list[float] = []
+        self.postings: dict[str, list[int]] = {}  # term -> hypotheses holding it
+        self.centroids = np.zeros((HASH_DIM, 64), dtype=np.float32)  # hashed cluster sums, one column each
+        self.cnorm2 = np.zeros(64, dtype=np.float64)
+        self.k = 0
         self.sizes: list[int] = []
-        self.cluster_terms: dict[str, set[int]] = {}
         self.assign: list[int] = []
         self.near_dups = 0
         self.numbers: list[int] = []
 
     def add(self, number: int, text: str) -> None:
-        toks = tokens(text)
-        tf = Counter(toks)
+        tf = Counter(tokens(text))
         self.n += 1
         for t in tf:
             self.df[t] += 1
@@ -95,60 +103,59 @@ class _CampaignDiversity:
         norm = math.sqrt(sum(v * v for v in vec.values()))
         if norm > 0:
             vec = {t: v / norm for t, v in vec.items()}
-        idx = len(self.vectors)
 
-        # Candidates share a term with v's *prefix*: its heaviest terms holding more than
-        # 1 - tau^2 of its squared mass. A vector sharing none of them has cosine <= the norm of
-        # v's remaining terms < tau, so the search is exact for the threshold decision.
+        # near-duplicate: candidates share a prefix term (exact for the 0.9 threshold)
         order = sorted(vec.items(), key=lambda kv: (-kv[1], kv[0]))
-
-        # near-duplicate: cosine >= 0.9 to an earlier hypothesis
-        dup = False
         cands: set[int] = set()
         for t in _prefix(order, NEAR_DUP_COSINE):
-            plist = self.postings.get(t)
-            if plist:
-                cands.update(plist)
+            cands.update(self.postings.get(t, ()))
         for j in sorted(cands):
-            if _dot(vec, self.vectors[j]) >= NEAR_DUP_COSINE:
-                dup = True
+            other = self.vectors[j]
+            if sum(w * other.get(t, 0.0) for t, w in vec.items()) >= NEAR_DUP_COSINE:
+                self.near_dups += 1
                 break
-        if dup:
-            self.near_dups += 1
 
-        # nearest centroid among clusters that can reach the joining cosine
-        ccands: set[int] = set()
-        for t in _prefix(order, JOIN_COSINE):
-            ccands.update(self.cluster_terms.get(t, ()))
-        best, best_cos, best_dot = -1, -1.0, 0.0
-        for c in sorted(ccands):
-            dot = _dot(vec, self.centroids[c])
-            cn = math.sqrt(self.cnorm2[c])
-            cos = dot / cn if cn > 0 else 0.0
-            if cos > best_cos:
-                best, best_cos, best_dot = c, cos, dot
-        v2 = sum(v * v for v in vec.values())
-        if best >= 0 and best_cos >= JOIN_COSINE:
-            cen = self.centroids[best]
-            self.cnorm2[best] += 2 * best_dot + v2
-            for t, w in vec.items():
-                if t not in cen:
-                    self.cluster_terms.setdefault(t, set()).add(best)
-                cen[t] = cen.get(t, 0.0) + w
-            self.sizes[best] += 1
-            cluster = best
-        else:
-            cluster = len(self.centroids)
-            self.centroids.append(dict(vec))
-            self.cnorm2.append(v2)
-            self.sizes.append(1)
-            for t in vec:
-                self.cluster_terms.setdefault(t, set()).add(cluster)
+        # nearest centroid, in the hashed space
+        slots: dict[int, float] = {}
+        for t, w in vec.items():
+            i, sign = _slot(t)
+            slots[i] = slots.get(i, 0.0) + sign * w
+        idx = np.fromiter(slots.keys(), dtype=np.intp, count=len(slots))
+        val = np.fromiter(slots.values(), dtype=np.float32, count=len(slots))
+        k = self.k
+        cluster = -1
+        if k and len(idx):
+            dots = (self.centroids[idx, :k] * val[:, None]).sum(axis=0, dtype=np.float64)
+            norms = np.sqrt(self.cnorm2[:k])
+            cos = np.divide(dots, norms, out=np.zeros(k), where=norms > 0)
+            best = int(np.argmax(cos))
+            if cos[best] >= JOIN_COSINE:
+                cluster = best
+        if cluster < 0:
+            cluster = self._new_cluster()
+        col = self.centroids[:, cluster]
+        col[idx] += val
+        self.cnorm2[cluster] = float(np.dot(col.astype(np.float64), col.astype(np.float64)))
+        self.sizes[cluster] += 1
         self.assign.append(cluster)
+        i = len(self.vectors)
         self.vectors.append(vec)
         self.numbers.append(number)
         for t in vec:
-            self.postings.setdefault(t, []).append(idx)
+            self.postings.setdefault(t, []).append(i)
+
+    def _new_cluster(self) -> int:
+        if self.k == self.centroids.shape[1]:
+            cap = self.k * 2
+            grown = np.zeros((HASH_DIM, cap), dtype=np.float32)
+            grown[:, : self.k] = self.centroids
+            self.centroids = grown
+            norms = np.zeros(cap, dtype=np.float64)
+            norms[: self.k] = self.cnorm2
+            self.cnorm2 = norms
+        self.k += 1
+        self.sizes.append(0)
+        return self.k - 1
 
     def summary(self) -> dict[str, Any]:
         n = len(self.assign)

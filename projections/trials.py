@@ -253,7 +253,7 @@ class TrialTable(Projection):
 
     def rows(self, campaign_id: uuid.UUID) -> list[TrialRow]:
         nums = self.numbers.get(campaign_id, {})
-        return [self.trials[nums[n]] for n in sorted(nums)]
+        return [r for n in sorted(nums) if (r := self.trials.get(nums[n])) is not None]
 
     def latest_campaign(self) -> CampaignInfo | None:
         return max(self.campaigns.values(), key=lambda c: c.position, default=None)
@@ -333,8 +333,8 @@ class TrialTable(Projection):
         self.touched_campaign = c.campaign_id
 
     def on_TrialRegistered(self, rec: Recorded, e: ev.TrialRegistered) -> None:
+        # the number is taken; the row appears with the TrialProposed saved in the same append
         self._camp(e.originator_id)
-        self.numbers[e.originator_id][e.number] = e.trial_id
         self.touched_campaign = e.originator_id
 
     def on_NoiseMeasured(self, rec: Recorded, e: ev.NoiseMeasured) -> None:

@@ -208,9 +208,10 @@ class _Ctx:
         self.seed_prefix = ""
         self.claimed_at = time.time()
 
-    def append(self, command: Callable[[Trial], Any], *, attempts: int = 8) -> None:
+    def append(self, command: Callable[[Trial], Any], *, attempts: int = 8, final: bool = False) -> None:
         """Apply a fenced command to the trial and save it; reload and retry on conflicts and
-        transient store errors; a refusal means the lease is lost."""
+        transient store errors; a refusal means the lease is lost. ``final``: the trial's last event
+        (its label): the heartbeat stops renewing from here on."""
         led = self.runner.ledger
         with self.lock:
             if self.lost.is_set():
@@ -224,6 +225,8 @@ class _Ctx:
                     raise LeaseLost(str(e)) from None
                 try:
                     led.save(self.agg)
+                    if final:
+                        self.done.set()
                     return
                 except ConflictError:
                     pass
@@ -360,10 +363,7 @@ class Runner:
             return sandbox.Isolation(None, sys.executable, "isolation disabled: recipes run as the runner's user")
         iso = sandbox.recipe_isolation(self.work_root)
         if iso.identity is not None and self.ledger.cfg.kind == "sqlite" and self.ledger.cfg.path is not None:
-            home = self.ledger.cfg.path.parent
-            with contextlib.suppress(OSError):  # keep the ledger, its artifacts and key root-only
-                if home.stat().st_uid == os.geteuid() and not reachable_home_is_shared(home):
-                    os.chmod(home, home.stat().st_mode & 0o700)
+            _protect_sqlite(self.ledger.cfg.path)
         return iso
 
     def _log(self, msg: str) -> None:
@@ -380,19 +380,21 @@ class Runner:
         """Claim and run trials until ``stop_event`` is set (or a signal, with install_signals):
         then drain. Returns 0."""
         stop_event = stop_event or threading.Event()
+        self._drain.clear()
+        self._hard.clear()
         restore = self._install_signals(stop_event) if install_signals else None
         try:
             self._log(f"runner {self.runner_id}: {len(self.slots)} slot(s); {self.isolation.note}")
             while True:
                 if stop_event.is_set():
                     self._drain.set()
+                self._wake.clear()
                 self._tick()
                 if self._drain.is_set() and not self._busy():
                     break
                 if self._hard.is_set():
                     break
                 self._wake.wait(self.poll_s)
-                self._wake.clear()
             self._join_all()
         finally:
             if restore:
@@ -404,8 +406,11 @@ class Runner:
         (``wait_for_others``: also until no other runner holds a lease — then an expired lease is
         reaped and its trial run here). Returns the number of trials it labelled."""
         start = self.labelled
+        self._drain.clear()
+        self._hard.clear()
         t_end = time.monotonic() + timeout_s if timeout_s else None
         while True:
+            self._wake.clear()
             self._tick()
             if not self._busy() and not self._claimable() and not (wait_for_others and self._others_active()):
                 break
@@ -415,7 +420,6 @@ class Runner:
                 self._join_all()
                 break
             self._wake.wait(self.poll_s)
-            self._wake.clear()
         self._join_all()
         return self.labelled - start
 
@@ -615,7 +619,7 @@ class Runner:
             if now >= next_renew:
                 t = time.time()
                 try:
-                    ctx.append(lambda a, t=t: a.renew(rid, ep, self.lease_s, t))
+                    ctx.append(lambda a, t=t: None if ctx.done.is_set() else a.renew(rid, ep, self.lease_s, t))
                     ctx.lease_expires = t + self.lease_s
                     next_renew = time.monotonic() + self.heartbeat_s
                 except LeaseLost:
@@ -628,7 +632,8 @@ class Runner:
                     next_renew = time.monotonic() + min(1.0, self.heartbeat_s)
 
     def _trial_dir(self, ctx: _Ctx) -> Path:
-        d = self.work_root / f"t-{ctx.trial_id.hex[:16]}-e{ctx.epoch}-{os.getpid()}-{ctx.slot.index}"
+        # unguessable: the work root is not listable, so one trial cannot find another's files
+        d = self.work_root / f"t-{ctx.trial_id.hex[:12]}-e{ctx.epoch}-{sandbox.new_token()[:16]}"
         if d.exists():
             wsp.remove_tree(d)
         d.mkdir(mode=0o711)
@@ -647,7 +652,7 @@ class Runner:
                     delta = score - camp.incumbent.score
         ctx.flush_metrics()
         ctx.append(lambda a: a.label_outcome(status, f"runner:{rid}", runner=rid, epoch=ep, reason=reason[:2000],
-                                             excerpt=excerpt[:2000], score=score, delta=delta))
+                                             excerpt=excerpt[:2000], score=score, delta=delta), final=True)
         self.labelled += 1
         self.history.append({"trial_id": str(ctx.trial_id), "number": ctx.agg.number, "status": status,
                              "score": score, "claimed_at": ctx.claimed_at, "labelled_at": time.time(),
@@ -685,7 +690,8 @@ class Runner:
                     "arledger": ARLEDGER_VERSION, "task": f"{spec.name}@{_spec_version(spec)}",
                     "task_sha": _call(spec, "content_sha"), "evaluator_sha": _call(spec, "evaluator_sha"),
                     "recipe_user": ident.name if ident else f"uid {os.geteuid()}"}
-        ctx.append(lambda a: a.start(rid, ep, host=socket.gethostname(), accelerator=self._accelerator(ctx.slot),
+        accel = self._accelerator(ctx.slot)
+        ctx.append(lambda a: a.start(rid, ep, host=socket.gethostname(), accelerator=accel,
                                      versions=versions, tree_sha=tree, slot=ctx.slot.index, cpu_threads=threads,
                                      cuda_visible_devices=cvd))
         self._log(f"trial {agg.number}: started (tree {tree[:12]}, {threads} threads"
@@ -985,9 +991,20 @@ class Runner:
         return self.ledger.artifacts.put(data), len(data)
 
 
-def reachable_home_is_shared(home: Path) -> bool:
-    """A ledger home that is the current directory or a system dir is left alone."""
-    return home.resolve() in (Path.cwd().resolve(), Path("/"), Path(tempfile.gettempdir()).resolve())
+def _protect_sqlite(db: Path) -> None:
+    """Recipes run as another user: keep a SQLite ledger (file 0600), and the directory holding
+    its artifacts and signing key (0700), to the runner's user. A directory that is the current
+    directory or a system one is left as it is (only the file is tightened)."""
+    home = db.parent
+    me = os.geteuid()
+    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        with contextlib.suppress(OSError):
+            if p.stat().st_uid == me:
+                os.chmod(p, 0o600)
+    shared = {Path.cwd().resolve(), Path("/"), Path(tempfile.gettempdir()).resolve(), Path.home().resolve()}
+    with contextlib.suppress(OSError):
+        if home.stat().st_uid == me and home.resolve() not in shared:
+            os.chmod(home, home.stat().st_mode & 0o700)
 
 
 # -------------------------------------------------------------------------------------------------

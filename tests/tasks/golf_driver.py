@@ -110,6 +110,7 @@ def trial(root: Path, data: Path, seed: int, knobs: dict[str, object] | None = N
     c0 = child_cpu_s()
     proc, wall = train(ws, data, out, seed, threads=threads, timeout=3600)
     train_cpu = child_cpu_s() - c0
+    (root / "train.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         return {"seed": seed, "train_s": wall, "error": proc.stderr[-2000:]}
     c0 = child_cpu_s()

@@ -35,6 +35,12 @@ def _evaluator_module(name: str):
 
 A = _evaluator_module("artifact")
 TOK = _evaluator_module("tokenizer")
+EV = _evaluator_module("evaluate")
+
+
+def evaluate_in_process(runs: list[Path], data: Path, code_bytes: int) -> dict:
+    """evaluate.py's scoring, without a process start (the CLI path is tested once, below)."""
+    return EV.evaluate(runs, data / "heldout", code_bytes, EV.MAX_BYTES, [1.0] * len(runs), "cpu")
 
 
 def run_prepare(data: Path, cache: Path, offline: bool = False) -> subprocess.CompletedProcess:
@@ -196,14 +202,14 @@ def test_tiny_baseline_trains_and_scores(tiny_run, data):
 
 
 def test_two_runs_average(tiny_run, data):
-    root, code_bytes, wall, _ = tiny_run
-    _, res, _ = drv.evaluate([root / "out", root / "out"], data, root / "r2.json", code_bytes, [wall, wall])
+    root, code_bytes, _, _ = tiny_run
+    res = evaluate_in_process([root / "out", root / "out"], data, code_bytes)
     assert res["metrics"]["val_bpb_runs"] == [res["score"], res["score"]]
 
 
 def test_artifact_over_the_cap_is_size_blocked(tiny_run, data):
-    root, _, wall, _ = tiny_run
-    _, res, _ = drv.evaluate([root / "out"], data, root / "big.json", 999_000, [wall])
+    root, _, _, _ = tiny_run
+    res = evaluate_in_process([root / "out"], data, 999_000)
     assert res["label"] == "size_blocked" and res["score"] is None
     assert res["gates"][0]["passed"] is False and res["gates"][0]["limit"] == 1_000_000
     assert "over the 1,000,000-byte cap" in res["reason"]
@@ -211,22 +217,22 @@ def test_artifact_over_the_cap_is_size_blocked(tiny_run, data):
 
 @pytest.mark.parametrize("make,fragment", [
     (lambda good: os.urandom(5000), "not a golf-mini artifact"),
-    (lambda good: good[:-50], "does not decompress"),
+    (lambda good: good[:-50], "truncated"),
+    (lambda good: good[:10] + bytes(len(good) - 10), "does not decompress"),
     (lambda good: A.MAGIC + bytes([1, 1]) + __import__("zlib").compress(b"\x05\x00\x00\x00{}xyz"), "header"),
     (lambda good: A.pack({"n_layer": 1}, {}, [], {}, "zlib"), "config"),
     (lambda good: _wrong_shapes(good), "tensor"),
     (lambda good: None, "wrote no artifact.bin"),
 ])
 def test_garbage_artifacts_get_no_score_and_a_clear_reason(tiny_run, data, tmp_path, make, fragment):
-    root, code_bytes, wall, _ = tiny_run
+    root, code_bytes, _, _ = tiny_run
     good = (root / "out" / "artifact.bin").read_bytes()
     run = tmp_path / "run"
     run.mkdir()
     blob = make(good)
     if blob is not None:
         (run / "artifact.bin").write_bytes(blob)
-    eproc, res, _ = drv.evaluate([run], data, tmp_path / "result.json", code_bytes, [wall])
-    assert eproc.returncode == 0, eproc.stderr
+    res = evaluate_in_process([run], data, code_bytes)
     assert res["score"] is None and res["label"] is None
     assert fragment in res["reason"], res["reason"]
 

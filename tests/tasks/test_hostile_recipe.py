@@ -102,8 +102,6 @@ def world():
     d = Path(tempfile.mkdtemp(prefix="arl-hostile-", dir="/tmp"))
     os.chmod(d, 0o755)
     yield d
-    for p in live_with_token():
-        pass  # reported by the test itself
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -203,3 +201,34 @@ def test_changed_evaluator_file_is_illegal_edit(world: Path) -> None:
     assert "evaluator/common.py" in trial.label.reason
     assert trial.evaluated is None  # never scored
     assert verify(led).ok
+
+
+def test_workspace_refuses_escapes_and_stages_evaluator_read_only(world: Path) -> None:
+    task = make_task(world / "task")
+    spec = load_task(task)
+    base = wsp.baseline_files(spec)
+    # paths that leave the workspace, or land on evaluator-owned files, never get written
+    for bad in ({"../x": "x"}, {"/etc/passwd": "x"}, {"evaluator/common.py": "FORMAT = 'mine'"},
+                {"evaluator": "a file where the evaluator dir goes"}, {"a/../../x": "x"}):
+        with pytest.raises(wsp.WorkspaceError) as e:
+            wsp.build_workspace(spec, {**base, **bad}, world / f"ws-{len(os.listdir(world))}")
+        assert e.value.label == "illegal_edit"
+    assert not (world / "x").exists()
+    # a workspace under a symlink is refused
+    (world / "real").mkdir()
+    os.symlink(world / "real", world / "link")
+    with pytest.raises(wsp.WorkspaceError):
+        wsp.build_workspace(spec, base, world / "link" / "ws")
+    # a good one: the tree hash checks out, staged evaluator files are root's and read-only
+    ws = world / "ws"
+    tree = wsp.build_workspace(spec, base, ws)
+    assert tree == wsp.tree_sha(base) == wsp.after_tree_sha(ws, exclude=set(wsp.staged_paths(spec)))
+    st = os.stat(ws / "evaluator" / "common.py")
+    assert st.st_mode & 0o777 == 0o444 and st.st_uid == 0
+    assert wsp.evaluator_changes(spec, ws) == []
+    os.chmod(ws / "evaluator" / "common.py", 0o644)
+    (ws / "evaluator" / "common.py").write_text("FORMAT = '{value}'\n")
+    assert wsp.evaluator_changes(spec, ws) == ["evaluator/common.py (<writable>)"]
+    os.unlink(ws / "evaluator" / "common.py")
+    os.symlink("/etc/hostname", ws / "evaluator" / "common.py")
+    assert wsp.evaluator_changes(spec, ws) == ["evaluator/common.py (<symlink>)"]

@@ -204,3 +204,31 @@ def test_bad_edits_get_the_right_labels(name: str, ledger, tmp_path: Path) -> No
     for s in (crash, nan, over):
         assert ledger.load(Trial, s.trial_id).evaluated is None  # failed runs are never scored
     assert verify(ledger).ok
+
+
+def test_preflight_keeps_a_specialist_inside_its_surface_regions() -> None:
+    from tasks import preflight
+
+    spec = _spec("golf-mini")
+    base = wsp.baseline_files(spec)
+    text = base["train.py"]
+    lr_line = next(line for line in text.splitlines(keepends=True) if line.startswith("LR = "))
+    inside = diffs.make_diff(base, {**base, "train.py": text.replace(lr_line, "LR = 0.00123\n", 1)})
+    ok = preflight.check(spec, base, inside, surface="opt")
+    assert ok.passed, ok.reason
+    assert ok.tree_sha == wsp.tree_sha(ok.files) and ok.code_bytes == wsp.code_bytes(spec, ok.files)
+    # the same edit from the architecture specialist: outside its regions
+    wrong = preflight.check(spec, base, inside, surface="arch")
+    assert not wrong.passed and wrong.label == "illegal_edit" and "outside region" in wrong.reason
+    # an edit outside every region (the data loading code) is refused for a region-bound surface
+    seed_line = next(line for line in text.splitlines(keepends=True) if line.startswith("SEED = "))
+    outside = diffs.make_diff(base, {**base, "train.py": text.replace(seed_line, "SEED = 7\n", 1)})
+    res = preflight.check(spec, base, outside, surface="opt")
+    assert res.label == "illegal_edit" and "surface" in res.reason
+    # moving a region marker is refused too
+    marker = diffs.make_diff(base, {**base, "train.py": text.replace("# endregion\n", "", 1)})
+    assert preflight.check(spec, base, marker, surface="arch").label == "illegal_edit"
+    # without a surface (a human), anywhere in the recipe files is fine
+    assert preflight.check(spec, base, outside).passed
+    passed, checks, label = preflight.preflight(spec, base, inside, surface="opt")
+    assert passed and label is None and [c.name for c in checks][:3] == ["parses", "paths_inside", "evaluator"]

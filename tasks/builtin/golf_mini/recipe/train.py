@@ -43,7 +43,7 @@ BATCH_SIZE = 32
 # endregion
 
 # region: sched
-MAX_STEPS = 300
+MAX_STEPS = 1000
 WARMUP_STEPS = 10
 # endregion
 

@@ -1,0 +1,749 @@
+"""The default offline specialist: a lineage-aware search over the task's declared knobs and patches.
+
+:class:`HeuristicBackend` reads the trial table (``ctx.trials()``) and every listed trial's code
+(``ctx.trial_files``), works out which knob moves and patches each trial made relative to its parent
+and what came of them, and proposes one edit onto the incumbent. Candidate moves are ranked; the
+first one that survives the filters becomes the proposal.
+
+Ranking (higher first; ties broken by a seeded random draw):
+
+========================  ========  ===============================================================
+move                      priority  when
+========================  ========  ===============================================================
+combine                   9         a keep (or a trial that beat its parent by more than the
+                                    threshold) outside the incumbent's ancestry changed knobs /
+                                    patches of this surface that the incumbent lacks: borrow them
+momentum                  8         an earlier move of this knob in this direction improved and the
+                                    incumbent sits at or beyond its start: repeat it (same step)
+explore / patch           7         a knob nobody has moved yet (a default step either way); a
+                                    declared patch of this surface not yet tried
+momentum, other step      6         the improving direction with a half or double step
+reverse                   5         a move of this knob from about here worsened or failed: go the
+                                    other way
+smaller step              4         the direction that worsened, stopping short of the bad value
+neutral                   3         a knob with history that says nothing about this direction
+retry / odd step          2         a patch that was discarded elsewhere; half/double exploration
+against                   1         back toward a value an improving move left, or a full step onto
+                                    a value already seen to be worse
+random                    0         1-2 knobs set at random within range: only when all else is
+                                    exhausted
+========================  ========  ===============================================================
+
+Filters, in order: the full configuration (every knob's value + the set of patches present) must be
+new (no listed trial, nor a proposal this instance already made for the campaign, had it); no
+single knob move may repeat an exact ``(knob, from, to)`` of a single-knob trial that was discarded
+or failed; no move may land at or beyond a value where an earlier move in the same direction hit
+``size_blocked``, ``train_budget_overrun``, ``eval_budget_overrun``, ``oom``, ``diverged`` or
+``disqualified`` (the back-off ceiling); and ``ctx.check_surface`` must accept the diff.
+
+Steps: log-scale knobs x2 / x0.5 (x√2 for a half step), linear floats ±10% of the range, ints ±1
+(x2 / x0.5 when the range spans 16 or more, or the knob is log-scale), choices the neighbouring
+value, bools a flip; everything clamped to range and written with ``tasks.spec.set_knob``.
+
+Deterministic: all randomness comes from ``random.Random`` seeded with the backend seed, the
+specialist, the number of listed trials, the incumbent and how many proposals this instance already
+made on that same view; same lineage + same seed gives the same proposal.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.base import Proposal, ProposalFailed, StructuredContext
+from tasks import diffs
+from tasks.spec import Knob, KnobValue, Patch, format_value, read_knob, set_knob
+
+BACKOFF_STATUSES = frozenset({"size_blocked", "train_budget_overrun", "eval_budget_overrun", "oom", "diverged",
+                              "disqualified"})
+CRASH_STATUSES = frozenset({"crash", "preflight_crash", "illegal_edit"})
+DEAD_STATUSES = BACKOFF_STATUSES | CRASH_STATUSES | {"discard"}
+SCORED_STATUSES = frozenset({"keep", "discard", "baseline"})
+
+COMBINE, MOMENTUM, EXPLORE, MOMENTUM_ALT, REVERSE, SMALLER, NEUTRAL, RETRY, AGAINST, RANDOM = (
+    9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+PATCH_NEW = EXPLORE
+LINEAR_STEP = 0.1  # a linear float's default step, as a fraction of its range
+WIDE_INT = 16  # an int knob whose range spans at least this many values moves by x2 / x0.5
+RANDOM_TRIES = 300
+
+Config = tuple[tuple[Any, ...], frozenset[str]]
+
+
+# -------------------------------------------------------------------------------------------------
+# reading trials' code
+
+
+def patch_in(text: str, patch: Patch) -> bool:
+    """True if ``patch`` is applied in ``text``: its replace text is present and its find text is
+    not (apart from inside the replace text)."""
+    return bool(patch.replace) and patch.replace in text and patch.find not in text.replace(patch.replace, "")
+
+
+def patch_applicable(text: str, patch: Patch) -> bool:
+    return not patch_in(text, patch) and text.count(patch.find) == 1
+
+
+def tidy(knob: Knob, value: float) -> KnobValue:
+    """A knob value rounded for writing: ints rounded, floats to 4 significant digits, clamped."""
+    lo, hi = knob.range or (-math.inf, math.inf)
+    if knob.type == "int":
+        return int(min(max(round(value), math.ceil(lo)), math.floor(hi)))
+    v = float(f"{value:.4g}")
+    return min(max(v, float(lo)), float(hi))
+
+
+def value_text(knob: Knob, value: Any) -> str:
+    if value is None:
+        return "<unset>"
+    try:
+        return format_value(value, knob.type)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
+        return a == b and type(a) is type(b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+    return a == b
+
+
+class TrialCode:
+    """Knob values and applied patches of trials, read from their code. The per-campaign cache
+    (``cache``, keyed by campaign and trial number) lives in the backend; files live for one call."""
+
+    def __init__(self, ctx: StructuredContext, cache: dict[Any, Any], campaign: Any):
+        self.ctx = ctx
+        self.spec = ctx.task
+        self.knobs: list[Knob] = list(self.spec.knobs())
+        self.index = {k.name: i for i, k in enumerate(self.knobs)}
+        self.cache = cache
+        self.campaign = campaign
+        self._files: dict[int, dict[str, str] | None] = {}
+
+    def files(self, number: int) -> dict[str, str] | None:
+        if number not in self._files:
+            try:
+                self._files[number] = dict(self.ctx.trial_files(number))
+            except Exception:  # noqa: BLE001 - a trial whose code cannot be built gives no evidence
+                self._files[number] = None
+        return self._files[number]
+
+    def config(self, number: int) -> Config | None:
+        key = (self.campaign, number) if self.campaign is not None else None
+        if key is not None and key in self.cache:
+            return self.cache[key]
+        files = self.files(number)
+        if files is None:
+            return None
+        cfg = self.config_of(files)
+        if key is not None:
+            self.cache[key] = cfg
+        return cfg
+
+    def config_of(self, files: dict[str, str]) -> Config:
+        values = []
+        for k in self.knobs:
+            text = files.get(k.file)
+            try:
+                values.append(read_knob(text, k) if text is not None else None)
+            except (KeyError, ValueError):
+                values.append(None)
+        patches = frozenset(p.name for p in self.spec.patches if p.file in files and patch_in(files[p.file], p))
+        return tuple(values), patches
+
+    def value(self, cfg: Config, knob: Knob) -> Any:
+        return cfg[0][self.index[knob.name]]
+
+
+def campaign_key(rows: list[Any]) -> Any:
+    for r in rows:
+        cid = getattr(r, "campaign_id", None)
+        if cid is not None:
+            return str(cid)
+    return None
+
+
+def improving_sign(direction: str) -> int:
+    """+1 if larger scores are better, -1 if smaller are."""
+    return 1 if direction == "max" else -1
+
+
+# -------------------------------------------------------------------------------------------------
+# the lineage as evidence
+
+
+@dataclass
+class Move:
+    trial: int
+    specialist: str
+    knob: Knob
+    before: Any
+    after: Any
+    d: int  # +1: up (larger value / later choice / to True), -1: down
+    outcome: str  # improved | worsened | failed | crashed
+    status: str
+    gain: float | None  # improvement over the parent in the improving direction (metric units)
+    single: bool  # the trial changed only this knob (and no patch)
+
+
+@dataclass
+class TrialChange:
+    number: int
+    row: Any
+    knobs: dict[str, tuple[Any, Any]]  # name -> (before, after)
+    added: frozenset[str]
+    removed: frozenset[str]
+    outcome: str | None
+    gain: float | None
+
+
+def position(knob: Knob, value: Any) -> float | None:
+    """Where a value lies on the knob's axis: the number, a choice's index, a bool as 0/1."""
+    if value is None:
+        return None
+    if knob.type == "bool":
+        return float(bool(value))
+    if knob.type == "choice":
+        vals = list(knob.values or ())
+        for i, v in enumerate(vals):
+            if same(v, value):
+                return float(i)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def step_mode(knob: Knob, value: Any) -> str:
+    """mul (x factor), add (+ step), index (choice neighbour) or flip (bool)."""
+    if knob.type == "bool":
+        return "flip"
+    if knob.type == "choice":
+        return "index"
+    lo, hi = knob.range or (0.0, 0.0)
+    if knob.scale == "log" and value > 0:
+        return "mul"
+    if knob.type == "int" and hi - lo >= WIDE_INT and value > 0:
+        return "mul"
+    return "add"
+
+
+def base_step(knob: Knob) -> float:
+    lo, hi = knob.range or (0.0, 1.0)
+    if knob.type == "int":
+        return 1.0 if hi - lo < WIDE_INT else max(1.0, round((hi - lo) / WIDE_INT))
+    return LINEAR_STEP * (hi - lo)
+
+
+def step_size(knob: Knob, before: Any, after: Any) -> float | None:
+    """The size of a move in units of the knob's default step (1 = one default step)."""
+    a, b = position(knob, before), position(knob, after)
+    if a is None or b is None or a == b:
+        return None
+    mode = step_mode(knob, before)
+    if mode == "mul" and b > 0:
+        return abs(math.log2(b / a))
+    if mode in ("index", "flip"):
+        return abs(b - a)
+    return abs(b - a) / base_step(knob)
+
+
+def stepped(knob: Knob, value: Any, d: int, mag: float) -> KnobValue | None:
+    """The value ``mag`` default steps from ``value`` in direction ``d``, clamped; None if it does
+    not move."""
+    mode = step_mode(knob, value)
+    if mode == "flip":
+        new: KnobValue = d > 0
+        return None if same(new, bool(value)) else new
+    if mode == "index":
+        vals = list(knob.values or ())
+        i = position(knob, value)
+        if i is None or mag < 1:
+            return None
+        j = min(max(int(i) + d * max(1, round(mag)), 0), len(vals) - 1)
+        return None if j == int(i) else vals[j]
+    if mode == "mul":
+        w = tidy(knob, value * 2.0 ** (d * mag))
+    else:
+        w = tidy(knob, value + d * mag * base_step(knob))
+    if knob.type == "int" and w == value:
+        w = tidy(knob, value + d)
+    return None if same(w, value) else w
+
+
+def outcome_text(m: Move | TrialChange, metric: str) -> str:
+    if m.outcome in ("improved", "worsened") and m.gain is not None:
+        return f"{m.outcome} {metric} by {abs(m.gain):.3g}"
+    if m.outcome == "improved":
+        return "was kept"
+    if m.outcome == "worsened":
+        return "was discarded"
+    status = m.status if isinstance(m, Move) else getattr(m.row, "status", "")
+    return f"ended {status}"
+
+
+def move_verb(knob: Knob, before: Any, after: Any, *, past: bool = False) -> str:
+    if knob.type == "bool" or (knob.type == "choice" and any(isinstance(v, str) for v in knob.values or ())):
+        return "switched" if past else "Switch"
+    up = (position(knob, after) or 0) > (position(knob, before) or 0)
+    if past:
+        return "raised" if up else "lowered"
+    return "Raise" if up else "Lower"
+
+
+# -------------------------------------------------------------------------------------------------
+# candidates
+
+
+@dataclass
+class Candidate:
+    priority: int
+    kind: str
+    changes: dict[str, KnobValue]  # knob name -> new value
+    patches: tuple[str, ...]  # patch names to apply
+    hypothesis: str
+    expected: float  # expected improvement magnitude (metric units, >= 0)
+    evidence: tuple[int, ...] = ()
+    tie: float = 0.0
+
+
+@dataclass
+class _Skips:
+    duplicate: int = 0
+    dead: int = 0
+    blocked: int = 0
+    surface: int = 0
+    invalid: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+class HeuristicBackend:
+    """The offline, lineage-aware specialist. Thread-safe; deterministic for a seed."""
+
+    name = "heuristic"
+    model = "heuristic-v1"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._cache: dict[Any, Any] = {}
+        self._issued: dict[tuple[Any, str], set[Config]] = {}
+        self._lock = threading.Lock()
+
+    def propose(self, ctx: StructuredContext) -> Proposal:
+        with self._lock:
+            return _Search(self, ctx).run()
+
+
+class _Search:
+    """One proposal: read the lineage, rank the candidates, return the first that passes."""
+
+    def __init__(self, backend: HeuristicBackend, ctx: StructuredContext):
+        self.b = backend
+        self.ctx = ctx
+        self.spec = ctx.task
+        self.rows: list[Any] = list(ctx.trials())
+        self.by_number = {r.number: r for r in self.rows}
+        self.campaign = campaign_key(self.rows)
+        self.code = TrialCode(ctx, backend._cache, self.campaign)
+        self.metric = ctx.metric or self.spec.metric
+        self.direction = ctx.direction or self.spec.direction
+        self.sign = improving_sign(self.direction)
+        self.threshold = float(getattr(ctx, "threshold", 0.0) or 0.0) or self.spec.noise.threshold()
+        self.inc = ctx.incumbent()
+        self.issued = backend._issued.setdefault((self.campaign, ctx.specialist), set())
+        self.rng = random.Random(f"{backend.seed}:{ctx.specialist}:{len(self.rows)}:{self.inc}:{len(self.issued)}")
+        editable = set(ctx.editable_files() or ())
+        surface = self.spec.surfaces.get(ctx.surface)
+        self.knobs = [k for k in (surface.knobs if surface else ())
+                      if not editable or k.file in editable]
+        self.patches = [p for p in self.spec.patches
+                        if p.surface == ctx.surface and (not editable or p.file in editable)]
+
+    # ---- evidence
+
+    def gain(self, row: Any) -> float | None:
+        score = getattr(row, "score", None)
+        parent = self.by_number.get(getattr(row, "parent", None))
+        pscore = getattr(parent, "score", None) if parent is not None else None
+        if (score is not None and pscore is not None and math.isfinite(score) and math.isfinite(pscore)
+                and getattr(parent, "status", None) in SCORED_STATUSES):
+            return self.sign * (score - pscore)
+        delta = getattr(row, "delta", None)
+        if delta is not None and math.isfinite(delta):
+            return self.sign * delta
+        return None
+
+    def outcome(self, row: Any, gain: float | None) -> str | None:
+        status = getattr(row, "status", None)
+        if status in BACKOFF_STATUSES:
+            return "failed"
+        if status in CRASH_STATUSES:
+            return "crashed"
+        if status == "keep":
+            return "improved" if gain is None or gain > 0 else "worsened"
+        if status == "discard":
+            return "improved" if gain is not None and gain > 0 else "worsened"
+        return None
+
+    def analyse(self) -> None:
+        self.configs: dict[int, Config] = {}
+        for r in self.rows:
+            cfg = self.code.config(r.number)
+            if cfg is not None:
+                self.configs[r.number] = cfg
+        self.seen: set[Config] = set(self.configs.values()) | self.issued
+        self.changes: list[TrialChange] = []
+        self.moves: list[Move] = []
+        for r in sorted(self.rows, key=lambda r: r.number):
+            parent = getattr(r, "parent", None)
+            if parent is None or parent not in self.configs or r.number not in self.configs:
+                continue
+            before, after = self.configs[parent], self.configs[r.number]
+            knobs = {k.name: (self.code.value(before, k), self.code.value(after, k)) for k in self.code.knobs
+                     if not same(self.code.value(before, k), self.code.value(after, k))}
+            added, removed = after[1] - before[1], before[1] - after[1]
+            if not knobs and not added and not removed:
+                continue
+            g = self.gain(r)
+            ch = TrialChange(r.number, r, knobs, frozenset(added), frozenset(removed), self.outcome(r, g), g)
+            self.changes.append(ch)
+            if ch.outcome is None:
+                continue
+            single = len(knobs) == 1 and not added and not removed
+            for name, (a, b) in knobs.items():
+                k = self.code.knobs[self.code.index[name]]
+                pa, pb = position(k, a), position(k, b)
+                if pa is None or pb is None:
+                    continue
+                self.moves.append(Move(r.number, getattr(r, "specialist", ""), k, a, b, 1 if pb > pa else -1,
+                                       ch.outcome, getattr(r, "status", ""), g, single))
+        self.dead_moves = {(m.knob.name, m.before, m.after) for m in self.moves
+                           if m.single and m.status in DEAD_STATUSES}
+        self.ancestors: set[int] = set()
+        n: int | None = self.inc
+        while n is not None and n not in self.ancestors:
+            self.ancestors.add(n)
+            row = self.by_number.get(n)
+            n = getattr(row, "parent", None) if row is not None else None
+
+    def knob_moves(self, knob: Knob) -> list[Move]:
+        return [m for m in self.moves if m.knob.name == knob.name]
+
+    def ceiling(self, knob: Knob, v: Any, w: Any) -> Move | None:
+        """The failed move that forbids ``v -> w`` (a move in the same direction that hit a back-off
+        label at a value ``w`` reaches or passes), or None."""
+        pv, pw = position(knob, v), position(knob, w)
+        if pv is None or pw is None or pv == pw:
+            return None
+        d = 1 if pw > pv else -1
+        for m in self.knob_moves(knob):
+            if m.outcome == "failed" and m.d == d:
+                pt = position(knob, m.after)
+                if pt is not None and d * (pw - pt) >= -1e-12 * max(1.0, abs(pt)):
+                    return m
+        return None
+
+    # ---- candidates
+
+    def improvement(self, magnitude: float | None) -> float:
+        return abs(magnitude) if magnitude else self.threshold
+
+    def knob_candidates(self, inc_cfg: Config) -> list[Candidate]:
+        out: list[Candidate] = []
+        for k in self.knobs:
+            v = self.code.value(inc_cfg, k)
+            pv = position(k, v)
+            if pv is None:
+                continue
+            history = self.knob_moves(k)
+            for d in ((1 if not v else -1),) if k.type == "bool" else (1, -1):
+                x_v = d * pv
+                momentum = [m for m in history if m.d == d and m.outcome == "improved"
+                            and x_v >= d * position(k, m.before) - 1e-12]
+                bad_ahead = [m for m in history if m.d == d and m.outcome in ("worsened", "failed", "crashed")
+                             and x_v >= d * position(k, m.before) - 1e-12 * max(1.0, abs(pv))]
+                reversal = [m for m in history if m.d == -d and m.outcome == "improved"
+                            and x_v <= d * position(k, m.before) + 1e-12 * max(1.0, abs(pv))]
+                reverse = [m for m in history if m.d == -d and m.outcome in ("worsened", "failed", "crashed")
+                           and x_v >= d * position(k, m.after) - 1e-12 * max(1.0, abs(pv))]
+                mags = {1.0: "a default step", 0.5: "a half step", 2.0: "a double step"}
+                best_momentum = max(momentum, key=lambda m: (m.gain or 0.0, m.trial)) if momentum else None
+                mom_mag = None
+                if best_momentum is not None:
+                    mom_mag = step_size(k, best_momentum.before, best_momentum.after)
+                    if mom_mag is not None:
+                        mom_mag = min(max(mom_mag, 0.25), 4.0)
+                        mags.setdefault(mom_mag, "the same step")
+                tried: set[Any] = set()
+                for mag, step_desc in mags.items():
+                    w = stepped(k, v, d, mag)
+                    if w is None or any(same(w, t) for t in tried):
+                        continue
+                    tried.add(w)
+                    if self.ceiling(k, v, w) is not None:
+                        continue
+                    out.append(self.knob_candidate(k, v, w, d, mag, mom_mag, step_desc, history, momentum,
+                                                   best_momentum, bad_ahead, reversal, reverse))
+        return out
+
+    def knob_candidate(self, k: Knob, v: Any, w: Any, d: int, mag: float, mom_mag: float | None, step_desc: str,
+                       history: list[Move], momentum: list[Move], best_momentum: Move | None,
+                       bad_ahead: list[Move], reversal: list[Move], reverse: list[Move]) -> Candidate:
+        x_w = d * (position(k, w) or 0.0)
+        head = f"{move_verb(k, v, w)} {k.name} {value_text(k, v)} → {value_text(k, w)}"
+        overshot = [m for m in bad_ahead if x_w >= d * position(k, m.after) - 1e-12 * max(1.0, abs(x_w))]
+        short_of = [m for m in bad_ahead if m not in overshot]
+
+        def cite(m: Move) -> str:
+            return (f"#{m.trial} ({m.specialist}) {move_verb(k, m.before, m.after, past=True)} it "
+                    f"{value_text(k, m.before)} → {value_text(k, m.after)} and {outcome_text(m, self.metric)}")
+
+        if overshot:
+            m = overshot[-1]
+            return Candidate(AGAINST, "against", {k.name: w}, (), f"{head}, a long shot: {cite(m)}, but the "
+                             "nearby moves are exhausted", self.threshold, (m.trial,))
+        if reversal:
+            m = reversal[-1]
+            return Candidate(AGAINST, "against", {k.name: w}, (), f"{head}, a long shot back toward where "
+                             f"{cite(m)}", self.threshold, (m.trial,))
+        if best_momentum is not None:
+            m = best_momentum
+            failures = [f for f in history if f.d == d and f.outcome == "failed"]
+            if failures:
+                f = failures[-1]
+                tail = (f", staying below {value_text(k, f.after)} where #{f.trial} ended {f.status}"
+                        if d > 0 else f", staying above {value_text(k, f.after)} where #{f.trial} ended {f.status}")
+            else:
+                tail = ", no failure seen in that direction yet"
+            if short_of:
+                s = short_of[-1]
+                tail = f", short of {value_text(k, s.after)} where #{s.trial} {outcome_text(s, self.metric)}"
+            same_step = mom_mag is not None and math.isclose(mag, mom_mag)
+            prio = MOMENTUM if same_step and not short_of else MOMENTUM_ALT
+            return Candidate(prio, "momentum", {k.name: w}, (), f"{head}: {cite(m)}{tail}",
+                             self.improvement((m.gain or 0.0) * 0.5) if m.gain else self.threshold, (m.trial,))
+        if short_of:
+            m = short_of[-1]
+            return Candidate(SMALLER, "smaller-step", {k.name: w}, (), f"{head}, a smaller step: {cite(m)}, so "
+                             "the full step overshoots", self.threshold, (m.trial,))
+        if reverse:
+            m = reverse[-1]
+            return Candidate(REVERSE if mag == 1.0 else NEUTRAL, "reverse", {k.name: w}, (),
+                             f"{head}: {cite(m)}, so the other direction is the one left to test",
+                             self.threshold, (m.trial,))
+        if not history:
+            return Candidate(EXPLORE if mag == 1.0 else RETRY, "explore", {k.name: w}, (),
+                             f"{head}: no trial in this lineage has moved {k.name} yet, so {step_desc} probes "
+                             "whether the current setting is off", self.threshold)
+        cited = ", ".join(f"#{m.trial}" for m in history[-3:])
+        return Candidate(NEUTRAL if mag == 1.0 else RETRY, "neutral", {k.name: w}, (),
+                         f"{head}: earlier moves of {k.name} ({cited}) say nothing about this direction from "
+                         f"{value_text(k, v)}, so {step_desc} probes it", self.threshold,
+                         tuple(m.trial for m in history[-3:]))
+
+    def patch_candidates(self, inc_files: dict[str, str]) -> list[Candidate]:
+        out = []
+        for p in self.patches:
+            text = inc_files.get(p.file)
+            if text is None or not patch_applicable(text, p):
+                continue
+            attempts = [c for c in self.changes if p.name in c.added and c.outcome is not None]
+            if any(c.outcome in ("failed", "crashed") for c in attempts):
+                continue
+            why = p.hypothesis.rstrip(". ") or f"the declared patch {p.name}"
+            good = [c for c in attempts if c.outcome == "improved"]
+            bad = [c for c in attempts if c.outcome == "worsened"]
+            if good:
+                c = good[-1]
+                out.append(Candidate(PATCH_NEW, "patch", {}, (p.name,), f"Apply patch {p.name} onto #{self.inc}: "
+                                     f"#{c.number} ({getattr(c.row, 'specialist', '')}) applied it and "
+                                     f"{outcome_text(c, self.metric)}; {why[:1].lower() + why[1:]}",
+                                     self.improvement(c.gain), (c.number,)))
+            elif bad:
+                c = bad[-1]
+                out.append(Candidate(RETRY, "patch-retry", {}, (p.name,), f"Apply patch {p.name} onto "
+                                     f"#{self.inc} again: #{c.number} applied it on another parent and "
+                                     f"{outcome_text(c, self.metric)}, but {why[:1].lower() + why[1:]}",
+                                     self.threshold, (c.number,)))
+            else:
+                out.append(Candidate(PATCH_NEW, "patch", {}, (p.name,), f"Apply patch {p.name}: {why} "
+                                     "(not yet tried in this lineage)", self.threshold))
+        return out
+
+    def combine_candidates(self, inc_cfg: Config, inc_files: dict[str, str]) -> list[Candidate]:
+        out = []
+        mine = {k.name for k in self.knobs}
+        my_patches = {p.name: p for p in self.patches}
+        for c in self.changes:
+            if c.number in self.ancestors or c.number == self.inc:
+                continue
+            status = getattr(c.row, "status", None)
+            if not (status == "keep" or (status in SCORED_STATUSES and c.gain is not None
+                                         and c.gain > self.threshold)):
+                continue
+            borrow: dict[str, KnobValue] = {}
+            texts = []
+            for name, (a, b) in c.knobs.items():
+                if name not in mine:
+                    continue
+                k = self.code.knobs[self.code.index[name]]
+                cur = self.code.value(inc_cfg, k)
+                if same(cur, a):  # untouched in the incumbent's line: borrow the change
+                    borrow[name] = b
+                    texts.append(f"{name} {value_text(k, a)} → {value_text(k, b)}")
+            patches = tuple(n for n in sorted(c.added) if n in my_patches
+                            and inc_files.get(my_patches[n].file) is not None
+                            and patch_applicable(inc_files[my_patches[n].file], my_patches[n]))
+            texts += [f"patch {n}" for n in patches]
+            if not borrow and not patches:
+                continue
+            beat = (f"beat its parent by {c.gain:.3g} {self.metric}" if c.gain is not None and c.gain > 0
+                    else "was kept")
+            out.append(Candidate(COMBINE, "combine", borrow, patches,
+                                 f"Combine #{c.number} ({getattr(c.row, 'specialist', '')})'s "
+                                 f"{', '.join(texts)} with incumbent #{self.inc}: #{c.number} {beat} but is not "
+                                 "in the incumbent's lineage, so the two gains may add up",
+                                 self.improvement(c.gain), (c.number,)))
+        return out
+
+    def random_candidates(self, inc_cfg: Config) -> Iterable[Candidate]:
+        numeric = [k for k in self.knobs if position(k, self.code.value(inc_cfg, k)) is not None]
+        if not numeric:
+            return
+        for _ in range(RANDOM_TRIES):
+            picked = self.rng.sample(numeric, min(len(numeric), self.rng.choice((1, 2))))
+            changes = {k.name: sample_value(k, self.rng) for k in picked}
+            changes = {n: w for n, w in changes.items()
+                       if not same(w, self.code.value(inc_cfg, self.code.knobs[self.code.index[n]]))}
+            if not changes:
+                continue
+            texts = []
+            for n, w in changes.items():
+                k = self.code.knobs[self.code.index[n]]
+                texts.append(f"{n} {value_text(k, self.code.value(inc_cfg, k))} → {value_text(k, w)}")
+            yield Candidate(RANDOM, "random", changes, (), f"Perturb {' and '.join(texts)} from incumbent "
+                            f"#{self.inc}: the single-step moves of surface {self.ctx.surface} are exhausted, so "
+                            "sample further settings at random", self.threshold)
+
+    # ---- build and filter
+
+    def build(self, cand: Candidate, inc_files: dict[str, str]) -> dict[str, str] | None:
+        files = dict(inc_files)
+        try:
+            for name in cand.patches:
+                p = next(p for p in self.spec.patches if p.name == name)
+                files[p.file] = p.apply(files[p.file])
+            for name, value in cand.changes.items():
+                k = self.code.knobs[self.code.index[name]]
+                files[k.file] = set_knob(files[k.file], k, value)
+        except (KeyError, ValueError, StopIteration):
+            return None
+        return files
+
+    def accept(self, cand: Candidate, inc_cfg: Config, inc_files: dict[str, str],
+               skips: _Skips) -> tuple[dict[str, str], str, Config] | None:
+        files = self.build(cand, inc_files)
+        if files is None:
+            skips.invalid += 1
+            return None
+        cfg = self.code.config_of(files)
+        if cfg in self.seen:
+            skips.duplicate += 1
+            return None
+        changed = [(k, self.code.value(inc_cfg, k), self.code.value(cfg, k)) for k in self.code.knobs
+                   if not same(self.code.value(inc_cfg, k), self.code.value(cfg, k))]
+        if any(k.surface != self.ctx.surface for k, _, _ in changed):
+            skips.surface += 1
+            return None
+        if len(changed) == 1 and (changed[0][0].name, changed[0][1], changed[0][2]) in self.dead_moves:
+            skips.dead += 1
+            return None
+        if any(self.ceiling(k, a, b) is not None for k, a, b in changed):
+            skips.blocked += 1
+            return None
+        diff = diffs.make_diff(inc_files, files)
+        if not diff:
+            skips.invalid += 1
+            return None
+        try:
+            reason = self.ctx.check_surface(self.inc, diff)
+        except Exception as e:  # noqa: BLE001 - a checker that breaks counts as a refusal of this move
+            reason = f"check_surface failed: {e}"
+        if reason:
+            skips.surface += 1
+            skips.reasons.append(f"{cand.hypothesis[:60]}: {reason}")
+            return None
+        return files, diff, cfg
+
+    def run(self) -> Proposal:
+        ctx = self.ctx
+        inc_files = self.code.files(self.inc)
+        if inc_files is None:
+            raise ProposalFailed("empty", f"heuristic: the code of incumbent #{self.inc} cannot be read")
+        self.analyse()
+        inc_cfg = self.code.config(self.inc) or self.code.config_of(inc_files)
+        if not self.knobs and not self.patches:
+            raise ProposalFailed("empty", f"heuristic: surface {ctx.surface!r} of task {self.spec.name} declares "
+                                 "no knobs and no patches, so the heuristic specialist has nothing to move")
+        cands = (self.combine_candidates(inc_cfg, inc_files) + self.knob_candidates(inc_cfg)
+                 + self.patch_candidates(inc_files))
+        for c in cands:
+            c.tie = self.rng.random()
+        cands.sort(key=lambda c: (-c.priority, -c.expected, c.tie))
+        skips = _Skips()
+        considered = 0
+        for cand in self._chain(cands, inc_cfg):
+            considered += 1
+            got = self.accept(cand, inc_cfg, inc_files, skips)
+            if got is None:
+                continue
+            files, diff, cfg = got
+            self.b._issued[(self.campaign, ctx.specialist)].add(cfg)
+            expected = self.sign * cand.expected
+            notes = (f"move={cand.kind}; priority={cand.priority}; parent=#{self.inc}; evidence="
+                     f"{','.join(f'#{n}' for n in cand.evidence) or 'none'}; considered {considered} of "
+                     f"{len(cands)} ranked candidates (skipped {skips.duplicate} duplicate configs, {skips.dead} dead "
+                     f"moves, {skips.blocked} past a failure limit, {skips.surface} outside the surface)")
+            transcript = "\n".join([f"heuristic-v1 seed={self.b.seed} specialist={ctx.specialist} "
+                                    f"surface={ctx.surface} incumbent=#{self.inc} rows={len(self.rows)}",
+                                    *(f"  [{c.priority}] {c.kind}: {c.hypothesis}" for c in cands[:12]),
+                                    f"chosen: {cand.hypothesis}"]) + "\n"
+            return Proposal(hypothesis=cand.hypothesis.rstrip(".") + ".", diff=diff, parent=self.inc,
+                            expected_delta=expected, notes=notes, backend=self.b.name, model=self.b.model,
+                            transcript=transcript)
+        detail = "; ".join(skips.reasons[:2])
+        raise ProposalFailed(
+            "empty",
+            f"heuristic: specialist {ctx.specialist!r} found nothing new to try on surface {ctx.surface!r} from "
+            f"incumbent #{self.inc}: {considered} candidate moves were all duplicates of earlier trials "
+            f"({skips.duplicate}), repeats of discarded or failed moves ({skips.dead}), past a value that failed "
+            f"before ({skips.blocked}), outside the surface ({skips.surface}) or invalid ({skips.invalid})"
+            + (f" — {detail}" if detail else ""),
+        )
+
+    def _chain(self, cands: list[Candidate], inc_cfg: Config) -> Iterable[Candidate]:
+        yield from cands
+        yield from self.random_candidates(inc_cfg)
+
+
+def sample_value(knob: Knob, rng: random.Random) -> KnobValue:
+    """A value drawn uniformly within the knob's range (log-uniform for log scale)."""
+    if knob.type == "bool":
+        return rng.random() < 0.5
+    if knob.type == "choice":
+        return rng.choice(list(knob.values or ()))
+    lo, hi = knob.range or (0.0, 1.0)
+    if knob.scale == "log" and lo > 0:
+        x = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    else:
+        x = rng.uniform(lo, hi)
+    if knob.type == "int":
+        return int(min(max(round(x), math.ceil(lo)), math.floor(hi)))
+    return tidy(knob, x)
