@@ -446,6 +446,8 @@ class CampaignLoop:
         self.stop.set()
 
     def reconcile(self) -> bool:
+        if self._collect_proposals():
+            self.proj.catch_up(self.led)
         rows = self.rows()
         by_num = {r.number: r for r in rows}
         camp = self.led.load(Campaign, self.campaign_id)
@@ -462,7 +464,6 @@ class CampaignLoop:
             self.close(camp, f"the baseline failed ({base.status}): {base.reason or base.excerpt}")
             return True
         if base.score is None:
-            self._collect_proposals()
             return False
         inc = camp.incumbent
         if inc is None:
@@ -506,7 +507,6 @@ class CampaignLoop:
             self.promote(r, confs, mean, mean_imp, inc)
             return False
         # 4-5. budgets, proposals, closing
-        self._collect_proposals()
         stop_reason = self.budget_exhausted(rows)
         in_flight = [r for r in rows if r.status is None or r.phase not in ("labelled",)]
         awaiting = self._awaiting_confirmation(rows, inc_score, promoted)
@@ -633,11 +633,14 @@ class CampaignLoop:
         except Exception as e:  # noqa: BLE001 — a backend bug must not kill the campaign
             return sp, ctx, ProposalFailed("api_error", f"backend raised {type(e).__name__}: {e}")
 
-    def _collect_proposals(self) -> None:
+    def _collect_proposals(self) -> int:
+        """Record the proposals that workers have finished; returns how many."""
+        n = 0
         for name, fut in list(self.pending.items()):
             if not fut.done():
                 continue
             del self.pending[name]
+            n += 1
             if fut.cancelled():
                 continue
             sp, ctx, res = fut.result()
@@ -658,6 +661,7 @@ class CampaignLoop:
             if sub is not None:
                 what = "queued" if sub.passed else f"{sub.label} at preflight ({sub.reason})"
                 self.on_event(f"#{sub.number} {sp.name}: {res.hypothesis[:90]} — {what}")
+        return n
 
     def _failed(self, sp: Specialist, ctx: Context, e: ProposalFailed, prompt_sha: str) -> None:
         if e.kind == "no_api_key":

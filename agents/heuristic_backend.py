@@ -363,6 +363,7 @@ class _Search:
         surface = self.spec.surfaces.get(ctx.surface)
         self.knobs = [k for k in (surface.knobs if surface else ())
                       if not editable or k.file in editable]
+        self.my_knobs = {k.name for k in self.knobs}
         self.patches = [p for p in self.spec.patches
                         if p.surface == ctx.surface and (not editable or p.file in editable)]
 
@@ -659,7 +660,7 @@ class _Search:
             return None
         changed = [(k, self.code.value(inc_cfg, k), self.code.value(cfg, k)) for k in self.code.knobs
                    if not same(self.code.value(inc_cfg, k), self.code.value(cfg, k))]
-        if any(k.surface != self.ctx.surface for k, _, _ in changed):
+        if any(k.name not in self.my_knobs for k, _, _ in changed):
             skips.surface += 1
             return None
         if len(changed) == 1 and (changed[0][0].name, changed[0][1], changed[0][2]) in self.dead_moves:

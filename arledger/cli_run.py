@@ -135,7 +135,7 @@ def headline(console: Console, loop: Any, out: Any) -> None:
     spec = loop.spec
     if out.baseline is None:
         console.print(f"[red]campaign {out.campaign} ended without a baseline score[/]: {out.reason}")
-        console.print(f"see `arledger show 0` and `arledger log --trial 0`")
+        console.print("see `arledger show 0` and `arledger log --trial 0`")
         sys.exit(1)
     rel = 100 * (out.best - out.baseline) / out.baseline if out.baseline else 0.0
     if out.improved:

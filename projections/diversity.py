@@ -17,22 +17,17 @@ Reported per campaign:
 * **near-duplicate rate** = share of hypotheses whose cosine to some *earlier* hypothesis of the
   campaign is >= 0.9.
 
-The nearest-centroid search runs in a hashed space: each term goes to one of 4096 dimensions with a
-sign (crc32 of the term; the feature-hashing trick), cluster sums are the columns of a float32 matrix
-and the cosines to all centroids are one vectorised product. Collisions make those cosines
-approximate (the noise is small and zero-mean), and the cost stays linear in the number of clusters
-instead of in the vocabulary they hold. The near-duplicate search is exact: a candidate must share
-one of the new vector's heaviest terms (those holding more than 1 - 0.9² of its squared mass; a
-vector sharing none of them has cosine < 0.9), and each candidate's cosine is computed in full.
+Both searches are exact and vectorised: inverted indexes map each term to numpy arrays of
+(hypothesis, weight) and (cluster, weight in the cluster's vector sum); the dot products of a new
+vector with every hypothesis and every centroid that shares a term are one ``bincount`` over the
+concatenated postings of its terms. The work per hypothesis is linear in those postings, done in C.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import uuid
-import zlib
 from collections import Counter
 from typing import Any
 
@@ -44,7 +39,6 @@ from projections.base import Projection
 from projections.trials import TrialTable
 
 JOIN_COSINE = 0.30
-HASH_DIM = 4096
 NEAR_DUP_COSINE = 0.9
 _TOKEN = re.compile(r"[a-z][a-z0-9_]*|\d+(?:\.\d+)?(?:e-?\d+)?")
 STOPWORDS = frozenset(
@@ -57,37 +51,54 @@ def tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(text.lower()) if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _slot(term: str) -> tuple[int, float]:
-    """The hashed dimension and sign of a term (stable across processes: crc32, not hash())."""
-    h = zlib.crc32(term.encode())
-    return h % HASH_DIM, (1.0 if (h >> 20) & 1 else -1.0)
+class _Postings:
+    """A growable (id, weight) list in numpy arrays; ``pos`` (when kept) finds an id's slot."""
+
+    __slots__ = ("ids", "w", "n", "pos")
+
+    def __init__(self, keyed: bool) -> None:
+        self.ids = np.empty(4, dtype=np.int64)
+        self.w = np.empty(4, dtype=np.float64)
+        self.n = 0
+        self.pos: dict[int, int] | None = {} if keyed else None
+
+    def add(self, i: int, w: float) -> None:
+        if self.pos is not None:
+            slot = self.pos.get(i)
+            if slot is not None:
+                self.w[slot] += w
+                return
+            self.pos[i] = self.n
+        if self.n == len(self.ids):
+            self.ids = np.concatenate([self.ids, np.empty(self.n, dtype=np.int64)])
+            self.w = np.concatenate([self.w, np.empty(self.n, dtype=np.float64)])
+        self.ids[self.n] = i
+        self.w[self.n] = w
+        self.n += 1
 
 
-def _prefix(order: list[tuple[str, float]], tau: float) -> list[str]:
-    """The heaviest terms of a unit vector whose squared mass exceeds 1 - tau^2."""
-    need = 1.0 - tau * tau
-    out, mass = [], 0.0
-    for t, w in order:
-        out.append(t)
-        mass += w * w
-        if mass > need + 1e-12:
-            break
-    return out
+def _dots(index: dict[str, _Postings], vec: dict[str, float], size: int) -> np.ndarray | None:
+    """Dot products of ``vec`` with every indexed vector (ids 0..size-1), through the postings."""
+    ids, ws = [], []
+    for t, w in vec.items():
+        p = index.get(t)
+        if p is not None and p.n:
+            ids.append(p.ids[: p.n])
+            ws.append(p.w[: p.n] * w)
+    if not ids:
+        return None
+    return np.bincount(np.concatenate(ids), weights=np.concatenate(ws), minlength=size)
 
 
 class _CampaignDiversity:
-    __slots__ = ("n", "df", "vectors", "postings", "centroids", "cnorm2", "k", "sizes", "assign", "near_dups",
-                 "numbers")
+    __slots__ = ("n", "df", "doc_index", "cluster_index", "cnorm2", "sizes", "assign", "near_dups", "numbers")
 
     def __init__(self) -> None:
         self.n = 0
         self.df: Counter[str] = Counter()
-        self.vectors: list[dict[str, float]] = []
-        self.postings: dict[str, list[int]] = {}  # term -> hypotheses holding it
-        self.centroids = np.zeros((HASH_DIM, 64), dtype=np.float32)  # hashed cluster sums, one column each
-        self.cnorm2 = np.zeros(64, dtype=np.float64)
-        self.k = 0
+        self.doc_index: dict[str, _Postings] = {}  # term -> (hypothesis, weight)
+        self.cluster_index: dict[str, _Postings] = {}  # term -> (cluster, weight in the cluster's sum)
+        self.cnorm2 = np.zeros(16, dtype=np.float64)  # squared norm of each cluster's sum
         self.sizes: list[int] = []
         self.assign: list[int] = []
         self.near_dups = 0
@@ -103,59 +114,43 @@ class _CampaignDiversity:
         norm = math.sqrt(sum(v * v for v in vec.values()))
         if norm > 0:
             vec = {t: v / norm for t, v in vec.items()}
+        v2 = sum(v * v for v in vec.values())
 
-        # near-duplicate: candidates share a prefix term (exact for the 0.9 threshold)
-        order = sorted(vec.items(), key=lambda kv: (-kv[1], kv[0]))
-        cands: set[int] = set()
-        for t in _prefix(order, NEAR_DUP_COSINE):
-            cands.update(self.postings.get(t, ()))
-        for j in sorted(cands):
-            other = self.vectors[j]
-            if sum(w * other.get(t, 0.0) for t, w in vec.items()) >= NEAR_DUP_COSINE:
-                self.near_dups += 1
-                break
+        # near-duplicate: the cosine to every earlier hypothesis sharing a term
+        doc = len(self.assign)
+        dots = _dots(self.doc_index, vec, doc)
+        if dots is not None and dots.size and float(dots.max()) >= NEAR_DUP_COSINE:
+            self.near_dups += 1
 
-        # nearest centroid, in the hashed space
-        slots: dict[int, float] = {}
-        for t, w in vec.items():
-            i, sign = _slot(t)
-            slots[i] = slots.get(i, 0.0) + sign * w
-        idx = np.fromiter(slots.keys(), dtype=np.intp, count=len(slots))
-        val = np.fromiter(slots.values(), dtype=np.float32, count=len(slots))
-        k = self.k
+        # nearest centroid: the cosine to every cluster sharing a term
+        k = len(self.sizes)
         cluster = -1
-        if k and len(idx):
-            dots = (self.centroids[idx, :k] * val[:, None]).sum(axis=0, dtype=np.float64)
+        cdots = _dots(self.cluster_index, vec, k) if k else None
+        if cdots is not None:
             norms = np.sqrt(self.cnorm2[:k])
-            cos = np.divide(dots, norms, out=np.zeros(k), where=norms > 0)
-            best = int(np.argmax(cos))
+            cos = np.divide(cdots, norms, out=np.zeros(k), where=norms > 0)
+            best = int(np.argmax(cos))  # the first of equals: deterministic
             if cos[best] >= JOIN_COSINE:
                 cluster = best
+                self.cnorm2[best] += 2.0 * float(cdots[best]) + v2
+                self.sizes[best] += 1
         if cluster < 0:
-            cluster = self._new_cluster()
-        col = self.centroids[:, cluster]
-        col[idx] += val
-        self.cnorm2[cluster] = float(np.dot(col.astype(np.float64), col.astype(np.float64)))
-        self.sizes[cluster] += 1
+            cluster = k
+            if k == len(self.cnorm2):
+                self.cnorm2 = np.concatenate([self.cnorm2, np.zeros(k, dtype=np.float64)])
+            self.cnorm2[k] = v2
+            self.sizes.append(1)
+        for t, w in vec.items():
+            p = self.cluster_index.get(t)
+            if p is None:
+                p = self.cluster_index[t] = _Postings(keyed=True)
+            p.add(cluster, w)
+            q = self.doc_index.get(t)
+            if q is None:
+                q = self.doc_index[t] = _Postings(keyed=False)
+            q.add(doc, w)
         self.assign.append(cluster)
-        i = len(self.vectors)
-        self.vectors.append(vec)
         self.numbers.append(number)
-        for t in vec:
-            self.postings.setdefault(t, []).append(i)
-
-    def _new_cluster(self) -> int:
-        if self.k == self.centroids.shape[1]:
-            cap = self.k * 2
-            grown = np.zeros((HASH_DIM, cap), dtype=np.float32)
-            grown[:, : self.k] = self.centroids
-            self.centroids = grown
-            norms = np.zeros(cap, dtype=np.float64)
-            norms[: self.k] = self.cnorm2
-            self.cnorm2 = norms
-        self.k += 1
-        self.sizes.append(0)
-        return self.k - 1
 
     def summary(self) -> dict[str, Any]:
         n = len(self.assign)

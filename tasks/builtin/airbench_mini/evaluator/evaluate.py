@@ -35,7 +35,7 @@ def run_accuracy(run_dir: Path, images: torch.Tensor, labels: torch.Tensor) -> t
     model = Net(cfg)
     state = torch.load(run_dir / ARTIFACT, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
-    logits = predict_tta(model, images, cfg["tta_level"])
+    logits = predict_tta(model, images, cfg["tta_level"], cfg["tta_flip"])
     if not torch.isfinite(logits).all():
         return 0.0, cfg
     return (logits.argmax(1) == labels).float().mean().item(), cfg

@@ -14,7 +14,7 @@ from torch import nn
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 DEFAULTS = {"stem_width": 16, "widths": [32, 64, 64], "depth": 2, "act": "gelu", "scaling": 1 / 9,
-            "bn_momentum": 0.6, "tta_level": 2}
+            "bn_momentum": 0.6, "tta_level": 2, "tta_flip": True}
 LIMITS = {"max_width": 512, "max_groups": 4, "max_depth": 4}
 
 
@@ -40,6 +40,8 @@ def check_config(cfg: dict) -> dict:
         raise ConfigError(f"act must be one of {sorted(ACTIVATIONS)}")
     if out["tta_level"] not in (0, 1, 2):
         raise ConfigError("tta_level must be 0, 1 or 2")
+    if not isinstance(out["tta_flip"], bool):
+        raise ConfigError("tta_flip must be true or false")
     for key in ("scaling", "bn_momentum"):
         if not isinstance(out[key], (int, float)) or not 0 < out[key] <= 10:
             raise ConfigError(f"{key} must be a positive number")
@@ -95,11 +97,13 @@ def normalize(images_u8: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_tta(model: nn.Module, x: torch.Tensor, level: int, batch_size: int = 1000) -> torch.Tensor:
+def predict_tta(model: nn.Module, x: torch.Tensor, level: int, flip: bool = True,
+                batch_size: int = 1000) -> torch.Tensor:
     """Logits with airbench's test-time augmentation.
 
     level 0: plain; 1: average with the horizontally flipped view; 2: additionally average the
     (plain, flipped) views translated by one pixel up-left and down-right (weights 0.5 / 0.25 / 0.25).
+    ``flip=False`` leaves the mirrored views out (digits, unlike CIFAR objects, are not symmetric).
     """
     model.eval()
     outs = []
@@ -107,7 +111,7 @@ def predict_tta(model: nn.Module, x: torch.Tensor, level: int, batch_size: int =
         xb = x[i:i + batch_size]
 
         def both(v: torch.Tensor) -> torch.Tensor:
-            return 0.5 * (model(v) + model(v.flip(-1))) if level >= 1 else model(v)
+            return 0.5 * (model(v) + model(v.flip(-1))) if level >= 1 and flip else model(v)
 
         logits = both(xb)
         if level >= 2:

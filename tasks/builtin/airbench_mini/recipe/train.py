@@ -44,6 +44,7 @@ WARMUP_FRAC = 0.2        # fraction of steps spent ramping the LR up; the rest d
 FLIP = True              # random horizontal flips (airbench's CIFAR default)
 TRANSLATE = 2            # random translation by up to this many pixels (reflect padding)
 TTA_LEVEL = 2            # test-time augmentation the evaluator applies: 0 none, 1 flip, 2 flip + translate
+TTA_FLIP = True          # include the mirrored views in test-time augmentation
 # endregion
 
 # region: loss
@@ -103,7 +104,7 @@ def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 # model, optimizer, schedule
 
 config = {"stem_width": STEM_WIDTH, "widths": [WIDTH, 2 * WIDTH, 2 * WIDTH], "depth": DEPTH, "act": ACT,
-          "scaling": LOGIT_SCALE, "bn_momentum": BN_MOMENTUM, "tta_level": TTA_LEVEL}
+          "scaling": LOGIT_SCALE, "bn_momentum": BN_MOMENTUM, "tta_level": TTA_LEVEL, "tta_flip": TTA_FLIP}
 model = Net(config).to(DEVICE)
 
 decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
