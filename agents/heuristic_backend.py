@@ -32,13 +32,20 @@ random                    0         1-2 knobs set at random within range: only w
 Filters, in order: the full configuration (every knob's value + the set of patches present) must be
 new (no listed trial, nor a proposal this instance already made for the campaign, had it); no
 single knob move may repeat an exact ``(knob, from, to)`` of a single-knob trial that was discarded
-or failed; no move may land at or beyond a value where an earlier move in the same direction hit
+or failed (unless it beat its parent by more than the threshold and only lost a race); no move may land at or beyond a value where an earlier move in the same direction hit
 ``size_blocked``, ``train_budget_overrun``, ``eval_budget_overrun``, ``oom``, ``diverged`` or
 ``disqualified`` (the back-off ceiling); and ``ctx.check_surface`` must accept the diff.
 
 Steps: log-scale knobs x2 / x0.5 (x√2 for a half step), linear floats ±10% of the range, ints ±1
 (x2 / x0.5 when the range spans 16 or more, or the knob is log-scale), choices the neighbouring
 value, bools a flip; everything clamped to range and written with ``tasks.spec.set_knob``.
+
+Evidence: a trial's *gain* is its improvement over its parent's score in the task's direction
+(else its ``delta`` against the incumbent); keep / discard with gain > 0 count as "improved", other
+keeps and discards as "worsened", the back-off labels as "failed", crash / preflight_crash /
+illegal_edit as "crashed". Each trial's knob moves and added patches are read from its code against
+its listed parent's code, so under the ``no-lineage`` arm (baseline + best only) there is almost no
+evidence and the same rules reduce to exploration from the incumbent.
 
 Deterministic: all randomness comes from ``random.Random`` seeded with the backend seed, the
 specialist, the number of listed trials, the incumbent and how many proposals this instance already
@@ -155,6 +162,18 @@ class TrialCode:
                 values.append(read_knob(text, k) if text is not None else None)
             except (KeyError, ValueError):
                 values.append(None)
+        patches = frozenset(p.name for p in self.spec.patches if p.file in files and patch_in(files[p.file], p))
+        return tuple(values), patches
+
+    def config_with(self, base: Config, files: dict[str, str], changed: Iterable[str]) -> Config:
+        """``config_of(files)`` where ``files`` differ from ``base``'s code only in the knobs ``changed``."""
+        values = list(base[0])
+        for name in changed:
+            k = self.knobs[self.index[name]]
+            try:
+                values[self.index[name]] = read_knob(files[k.file], k)
+            except (KeyError, ValueError):
+                values[self.index[name]] = None
         patches = frozenset(p.name for p in self.spec.patches if p.file in files and patch_in(files[p.file], p))
         return tuple(values), patches
 
@@ -280,6 +299,8 @@ def stepped(knob: Knob, value: Any, d: int, mag: float) -> KnobValue | None:
 
 def outcome_text(m: Move | TrialChange, metric: str) -> str:
     if m.outcome in ("improved", "worsened") and m.gain is not None:
+        if abs(m.gain) < 1e-12:
+            return f"left {metric} unchanged"
         return f"{m.outcome} {metric} by {abs(m.gain):.3g}"
     if m.outcome == "improved":
         return "was kept"
@@ -425,8 +446,10 @@ class _Search:
                     continue
                 self.moves.append(Move(r.number, getattr(r, "specialist", ""), k, a, b, 1 if pb > pa else -1,
                                        ch.outcome, getattr(r, "status", ""), g, single))
+        # a discard that beat its parent by more than the threshold only lost a race: not dead
         self.dead_moves = {(m.knob.name, m.before, m.after) for m in self.moves
-                           if m.single and m.status in DEAD_STATUSES}
+                           if m.single and m.status in DEAD_STATUSES
+                           and not (m.outcome == "improved" and (m.gain or 0.0) > self.threshold)}
         self.ancestors: set[int] = set()
         n: int | None = self.inc
         while n is not None and n not in self.ancestors:
@@ -654,7 +677,7 @@ class _Search:
         if files is None:
             skips.invalid += 1
             return None
-        cfg = self.code.config_of(files)
+        cfg = self.code.config_of(files) if cand.patches else self.code.config_with(inc_cfg, files, cand.changes)
         if cfg in self.seen:
             skips.duplicate += 1
             return None

@@ -17,10 +17,15 @@ Reported per campaign:
 * **near-duplicate rate** = share of hypotheses whose cosine to some *earlier* hypothesis of the
   campaign is >= 0.9.
 
-Both searches are exact and vectorised: inverted indexes map each term to numpy arrays of
-(hypothesis, weight) and (cluster, weight in the cluster's vector sum); the dot products of a new
-vector with every hypothesis and every centroid that shares a term are one ``bincount`` over the
-concatenated postings of its terms. The work per hypothesis is linear in those postings, done in C.
+Both searches are exact, and built to stay fast at tens of thousands of hypotheses:
+
+* nearest centroid: an inverted index maps each term to numpy arrays of (cluster, weight in the
+  cluster's vector sum); the dot products with every centroid sharing a term are one ``bincount``
+  over the concatenated postings of the new vector's terms;
+* near-duplicates: for unit vectors, cos(u, v) >= 0.9 needs v to hold one of u's *prefix* terms
+  (u's heaviest terms holding more than 1 - 0.9² of its squared mass; otherwise the cosine is at most
+  the norm of the rest, < 0.9), and u to hold one of v's. Each hypothesis indexes only its prefix
+  terms; the candidates found through them are filtered by v's prefix before the full cosine.
 """
 
 from __future__ import annotations
@@ -79,24 +84,42 @@ class _Postings:
 
 def _dots(index: dict[str, _Postings], vec: dict[str, float], size: int) -> np.ndarray | None:
     """Dot products of ``vec`` with every indexed vector (ids 0..size-1), through the postings."""
-    ids, ws = [], []
+    ids, ws, scale, lens = [], [], [], []
     for t, w in vec.items():
         p = index.get(t)
         if p is not None and p.n:
             ids.append(p.ids[: p.n])
-            ws.append(p.w[: p.n] * w)
+            ws.append(p.w[: p.n])
+            scale.append(w)
+            lens.append(p.n)
     if not ids:
         return None
-    return np.bincount(np.concatenate(ids), weights=np.concatenate(ws), minlength=size)
+    weights = np.concatenate(ws) * np.repeat(np.asarray(scale), lens)
+    return np.bincount(np.concatenate(ids), weights=weights, minlength=size)
+
+
+def _prefix(vec: dict[str, float], tau: float) -> list[str]:
+    """The heaviest terms of a unit vector holding more than 1 - tau² of its squared mass: a vector
+    that shares none of them has cosine < tau with it (the rest has norm < tau)."""
+    need = 1.0 - tau * tau
+    out, mass = [], 0.0
+    for t, w in sorted(vec.items(), key=lambda kv: (-kv[1], kv[0])):
+        out.append(t)
+        mass += w * w
+        if mass > need + 1e-12:
+            break
+    return out
 
 
 class _CampaignDiversity:
-    __slots__ = ("n", "df", "doc_index", "cluster_index", "cnorm2", "sizes", "assign", "near_dups", "numbers")
+    __slots__ = ("n", "df", "vectors", "prefix_index", "cluster_index", "cnorm2", "sizes", "assign", "near_dups",
+                 "numbers")
 
     def __init__(self) -> None:
         self.n = 0
         self.df: Counter[str] = Counter()
-        self.doc_index: dict[str, _Postings] = {}  # term -> (hypothesis, weight)
+        self.vectors: list[dict[str, float]] = []
+        self.prefix_index: dict[str, list[int]] = {}  # term -> hypotheses whose prefix holds it
         self.cluster_index: dict[str, _Postings] = {}  # term -> (cluster, weight in the cluster's sum)
         self.cnorm2 = np.zeros(16, dtype=np.float64)  # squared norm of each cluster's sum
         self.sizes: list[int] = []
@@ -116,24 +139,48 @@ class _CampaignDiversity:
             vec = {t: v / norm for t, v in vec.items()}
         v2 = sum(v * v for v in vec.values())
 
-        # near-duplicate: the cosine to every earlier hypothesis sharing a term
-        doc = len(self.assign)
-        dots = _dots(self.doc_index, vec, doc)
-        if dots is not None and dots.size and float(dots.max()) >= NEAR_DUP_COSINE:
-            self.near_dups += 1
+        # near-duplicate: cos(u, v) >= 0.9 needs v to hold one of u's prefix terms and u one of v's;
+        # the first finds the candidates (each hypothesis indexes only its prefix), the second filters
+        prefix = _prefix(vec, NEAR_DUP_COSINE)
+        cands: set[int] = set()
+        for t in vec:
+            lst = self.prefix_index.get(t)
+            if lst:
+                cands.update(lst)
+        for j in sorted(cands):
+            u = self.vectors[j]
+            if any(t in u for t in prefix) and sum(w * u.get(t, 0.0) for t, w in vec.items()) >= NEAR_DUP_COSINE:
+                self.near_dups += 1
+                break
 
-        # nearest centroid: the cosine to every cluster sharing a term
+        # nearest centroid. Only clusters sharing one of v's prefix terms (for 0.30) can reach 0.30;
+        # their dot products over the prefix come from the postings in one bincount, bounded above by
+        # partial/|c| + |v_rest|; the exact cosine is computed for those whose bound reaches 0.30.
         k = len(self.sizes)
         cluster = -1
-        cdots = _dots(self.cluster_index, vec, k) if k else None
-        if cdots is not None:
-            norms = np.sqrt(self.cnorm2[:k])
-            cos = np.divide(cdots, norms, out=np.zeros(k), where=norms > 0)
-            best = int(np.argmax(cos))  # the first of equals: deterministic
-            if cos[best] >= JOIN_COSINE:
-                cluster = best
-                self.cnorm2[best] += 2.0 * float(cdots[best]) + v2
-                self.sizes[best] += 1
+        if k:
+            head = _prefix(vec, JOIN_COSINE)
+            hs = set(head)
+            rest = [(t, vec[t], p.pos) for t in vec if t not in hs and (p := self.cluster_index.get(t)) is not None]
+            rest_norm = math.sqrt(sum(vec[t] * vec[t] for t in vec if t not in hs))
+            partial = _dots(self.cluster_index, {t: vec[t] for t in head}, k)
+            if partial is not None:
+                norms = np.sqrt(self.cnorm2[:k])
+                bound = np.divide(partial, norms, out=np.zeros(k), where=norms > 0) + rest_norm
+                best, best_cos, best_dot = -1, -1.0, 0.0
+                for c in np.flatnonzero(bound >= JOIN_COSINE).tolist():
+                    dot = float(partial[c])
+                    for t, w, pos in rest:
+                        slot = pos.get(c)  # type: ignore[union-attr]
+                        if slot is not None:
+                            dot += w * float(self.cluster_index[t].w[slot])
+                    cos = dot / float(norms[c]) if norms[c] > 0 else 0.0
+                    if cos > best_cos:
+                        best, best_cos, best_dot = c, cos, dot
+                if best >= 0 and best_cos >= JOIN_COSINE:
+                    cluster = best
+                    self.cnorm2[best] += 2.0 * best_dot + v2
+                    self.sizes[best] += 1
         if cluster < 0:
             cluster = k
             if k == len(self.cnorm2):
@@ -145,10 +192,10 @@ class _CampaignDiversity:
             if p is None:
                 p = self.cluster_index[t] = _Postings(keyed=True)
             p.add(cluster, w)
-            q = self.doc_index.get(t)
-            if q is None:
-                q = self.doc_index[t] = _Postings(keyed=False)
-            q.add(doc, w)
+        doc = len(self.vectors)
+        for t in prefix:
+            self.prefix_index.setdefault(t, []).append(doc)
+        self.vectors.append(vec)
         self.assign.append(cluster)
         self.numbers.append(number)
 

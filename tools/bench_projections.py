@@ -32,7 +32,8 @@ from projections.lineage_view import estimate_tokens  # noqa: E402
 SPECIALISTS = ("opt", "arch", "quant", "data", "loss", "reg", "eval", "ttt", "tok", "meta")
 VERBS = ("raise", "lower", "halve", "double", "replace", "add", "remove", "split", "freeze", "warm up", "decay",
          "clip", "shard", "stack", "retry", "port", "gate", "normalise", "scale", "schedule")
-WORDS = [f"w{i}" for i in range(3000)]
+WORDS = [f"w{i}" for i in range(20000)]
+CUM = list(__import__("itertools").accumulate(1.0 / (i + 1) for i in range(len(WORDS))))  # Zipf-distributed words
 KNOBS = [f"{a}_{b}" for a in ("lr", "wd", "beta1", "beta2", "ema", "warmup", "rope", "heads", "width", "depth",
                               "dropout", "clip", "momentum", "batch", "seq", "gptq", "ttt", "loss", "eps", "init")
          for b in ("attn", "mlp", "embed", "head", "scalar", "matrix", "tok", "loop", "block", "group")]
@@ -41,10 +42,16 @@ STATUS_MIX = ["discard"] * 45 + ["size_blocked"] * 25 + ["crash"] * 6 + ["eval_b
     ["harness_abort"] * 2
 
 
-def hypothesis(rng: random.Random) -> str:
+def hypothesis(rng: random.Random, earlier: list[str]) -> str:
+    """Zipf-distributed words around a knob; one in four revisits an earlier idea with small changes."""
+    if earlier and rng.random() < 0.25:
+        words = rng.choice(earlier).split()
+        for _ in range(rng.randint(1, 4)):
+            words[rng.randrange(len(words))] = rng.choices(WORDS, cum_weights=CUM)[0]
+        return " ".join(words)
     k = rng.choice(KNOBS)
     a, b = round(rng.uniform(0, 2), 3), round(rng.uniform(0, 2), 3)
-    filler = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 30)))
+    filler = " ".join(rng.choices(WORDS, cum_weights=CUM, k=rng.randint(8, 30)))
     return f"{rng.choice(VERBS)} {k} from {a} to {b} because {filler}"
 
 
@@ -59,17 +66,20 @@ def campaign_events(name: str, trials: int, seed: int = 0) -> list[ev.Event]:
     out.extend(c.collect_events())
     best_n, best = 0, 1.08
     keeps = [0]
+    earlier: list[str] = []
     for n in range(trials):
         at = t0 + 60.0 * n
         spec = "baseline" if n == 0 else SPECIALISTS[n % len(SPECIALISTS)]
         kind = "baseline" if n == 0 else "proposal"
         parent = None if n == 0 else (best_n if rng.random() < 0.8 else rng.choice(keeps))
         t = Trial.propose(c.id, n, actor=f"agent:{spec}", at=at, specialist=spec, surface=spec,
-                          hypothesis="baseline" if n == 0 else hypothesis(rng), kind=kind,
+                          hypothesis="baseline" if n == 0 else hypothesis(rng, earlier), kind=kind,
                           parent_id=ev.trial_id_for(c.id, parent) if parent is not None else None,
                           expected_delta=-0.0005, cost_usd=0.05, usage=ev.Usage(input_tokens=9000, output_tokens=800))
         c.register(t.id, n, spec, kind, f"agent:{spec}")
         out.extend(c.collect_events())
+        if n:
+            earlier.append(t.proposed.hypothesis)  # type: ignore[union-attr]
         status = "baseline" if n == 0 else rng.choice(STATUS_MIX)
         t.preflight(status != "preflight_crash", [ev.Check(name="compiles", ok=status != "preflight_crash")],
                     "harness:bench")

@@ -42,6 +42,7 @@ def main():
     if SHARED:
         with open(SHARED, "a") as f:
             f.write(f"{{VALUE!r}} {{os.environ['ARLEDGER_SEED']}} {{os.getpid()}}\\n")
+    print("token", os.environ.get("ARLEDGER_TRIAL_TOKEN"), flush=True)
     t0 = time.time()
     while time.time() - t0 < SLEEP:
         time.sleep(min(0.05, max(0.0, SLEEP - (time.time() - t0))))
@@ -229,8 +230,9 @@ def pg_schema():
             c.execute(f"DROP SCHEMA {name} CASCADE")
 
 
-def live_with_token(token_prefix: str = "") -> list[int]:
-    """Live processes carrying an ARLEDGER_TRIAL_TOKEN (any, or starting with the prefix)."""
+def live_with_token(token_prefix: str) -> list[int]:
+    """Live processes carrying the ARLEDGER_TRIAL_TOKEN that starts with ``token_prefix``."""
+    assert token_prefix, "name the token: other runners on this machine have tokens too"
     out = []
     needle = ("ARLEDGER_TRIAL_TOKEN=" + token_prefix).encode()
     for n in os.listdir("/proc"):
@@ -248,6 +250,32 @@ def live_with_token(token_prefix: str = "") -> list[int]:
         if any(e.startswith(needle) for e in env):
             out.append(int(n))
     return out
+
+
+def live_under(root: Path | str) -> list[int]:
+    """Live processes whose working directory lies under ``root`` (this test's own directories)."""
+    root = os.path.realpath(root)
+    out = []
+    for n in os.listdir("/proc"):
+        if not n.isdigit() or int(n) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{n}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+            cwd = os.readlink(f"/proc/{n}/cwd")
+        except OSError:
+            continue
+        if state not in (b"Z", b"X") and (cwd == root or cwd.startswith(root + "/")):
+            out.append(int(n))
+    return out
+
+
+def kill_under(root: Path | str) -> None:
+    import signal
+
+    for pid in live_under(root):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def dedent(s: str) -> str:

@@ -19,7 +19,7 @@ from tasks import diffs
 from tasks import workspace as wsp
 from tasks.runner import Runner, submit_trial
 from tasks.spec import load_task
-from tests.tasks.runner_helpers import live_with_token, make_task
+from tests.tasks.runner_helpers import kill_under, live_under, live_with_token, make_task
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops privileges only when run as root")
 
@@ -68,6 +68,7 @@ attempt("read-key", lambda: open(TARGETS["key"]).read())
 attempt("read-artifacts", lambda: os.listdir(TARGETS["artifacts"]))
 print("ENV " + json.dumps(sorted(os.environ)), flush=True)
 print("UID", os.getuid(), os.getgid(), os.getgroups(), flush=True)
+print("TOKEN", os.environ["ARLEDGER_TRIAL_TOKEN"], flush=True)
 
 # a fake score, every way a naive harness might pick one up
 print('{{"score": -1000.0}}')
@@ -102,6 +103,7 @@ def world():
     d = Path(tempfile.mkdtemp(prefix="arl-hostile-", dir="/tmp"))
     os.chmod(d, 0o755)
     yield d
+    kill_under(d)
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -174,11 +176,13 @@ def test_hostile_recipe_has_no_effect(world: Path) -> None:
     assert hashlib.sha256((task / "evaluator" / "common.py").read_bytes()).hexdigest() == \
         hashlib.sha256(b'FORMAT = "{value!r}\\n"\n').hexdigest()
     # nothing the trial started is still alive
+    token = next(line.split()[1] for line in log.splitlines() if line.startswith("TOKEN "))
     deadline = time.time() + 5
-    while (live_with_token() or _procs_with(marker)) and time.time() < deadline:
+    while (live_with_token(token) or _procs_with(marker) or live_under(world)) and time.time() < deadline:
         time.sleep(0.1)
-    assert live_with_token() == []
+    assert live_with_token(token) == []
     assert _procs_with(marker) == []
+    assert live_under(world) == []
 
 
 def test_changed_evaluator_file_is_illegal_edit(world: Path) -> None:

@@ -22,7 +22,7 @@ from ledger.audit import init_ledger, verify
 from tasks import workspace as wsp
 from tasks.runner import Runner, submit_trial
 from tasks.spec import load_task
-from tests.tasks.runner_helpers import edit, live_with_token, make_task
+from tests.tasks.runner_helpers import edit, kill_under, live_under, make_task
 
 
 @pytest.fixture
@@ -32,11 +32,7 @@ def world():
     for sub in ("ledger", "data", "work"):
         (d / sub).mkdir()
     yield d
-    for pid in live_with_token():  # orphans of a runner this test killed on purpose
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    kill_under(d)  # orphans of a runner a test killed on purpose
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -185,7 +181,7 @@ def test_second_sigterm_kills_trials_and_leaves_the_lease(world: Path) -> None:
     assert p.returncode == 0, out
     t = led.load(Trial, sub.trial_id)
     assert t.phase == RUNNING and t.status is None  # nothing recorded after the kill; the lease will expire
-    assert live_with_token() == []
+    assert live_under(world / "work") == []
     # another runner's reaper (one that serves no task, so it only reaps) requeues it on expiry
     c = Runner(ledger=led, runner_id="C", tasks=[], data_root=world / "data", work_root=world / "work")
     _wait_for(lambda: (c._tick() or led.load(Trial, sub.trial_id).phase == QUEUED), timeout=20, what="the reaper")

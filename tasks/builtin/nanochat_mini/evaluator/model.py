@@ -107,23 +107,27 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, past=None):
+    def forward(self, x, cos, sin, past=None, mask=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if self.qk_norm:
             q, k = rms_norm(q), rms_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if past is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            present = (k, v)
-        else:  # attend to the cached prefix (all visible) and causally within the new tokens
+        if past is None and mask is None:
+            return self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                             .transpose(1, 2).contiguous().view(B, T, C)), (k, v)
+        if mask is None:
+            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        if past is not None:  # the cached prefix is visible to every new token
             pk, pv = (t.expand(B, -1, -1, -1) for t in past)
-            P = pk.size(2)
-            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(P)
-            y = F.scaled_dot_product_attention(q, torch.cat((pk, k), 2), torch.cat((pv, v), 2), attn_mask=mask)
-            present = None
-        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C)), present
+            seen = torch.ones(*mask.shape[:-1], pk.size(2), dtype=torch.bool, device=x.device)
+            mask = torch.cat((seen, mask), dim=-1)
+            k, v = torch.cat((pk, k), 2), torch.cat((pv, v), 2)
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # [B, 1, T, S]: one mask per row, shared by the heads
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C)), None
 
 
 class MLP(nn.Module):
@@ -145,8 +149,8 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, past=None):
-        a, present = self.attn(rms_norm(x), cos, sin, past)
+    def forward(self, x, cos, sin, past=None, mask=None):
+        a, present = self.attn(rms_norm(x), cos, sin, past, mask)
         x = x + a
         return x + self.mlp(rms_norm(x)), present
 
@@ -170,21 +174,31 @@ class GPT(nn.Module):
             else:
                 nn.init.normal_(p, std=1.0 / math.sqrt(p.size(1)))
 
-    def rope(self, start: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for integer ``positions`` of shape [T] or [B, T] (then [B, 1, T, d/2])."""
         hd = self.cfg.n_embd // self.cfg.n_head
-        inv = 1.0 / (self.cfg.rope_base ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
-        freqs = torch.outer(torch.arange(start, start + length, device=device, dtype=torch.float32), inv)
+        inv = 1.0 / (self.cfg.rope_base ** (torch.arange(0, hd, 2, device=positions.device,
+                                                         dtype=torch.float32) / hd))
+        freqs = positions.float().unsqueeze(-1) * inv
+        if freqs.dim() == 3:
+            freqs = freqs.unsqueeze(1)
         return freqs.cos(), freqs.sin()
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list | None = None):
-        """Logits [B, T, 256] (and the mean cross-entropy if ``targets``); with ``cache`` (from
-        :meth:`prefix`), the tokens continue that prefix."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list | None = None,
+                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        """Logits [B, T, 256] (and the mean cross-entropy if ``targets``).
+
+        Evaluation extras: ``cache`` (from :meth:`prefix`) makes the tokens continue that prefix;
+        ``positions`` [B, T] and a boolean ``mask`` [B, T, T] (True = may attend) let one row hold
+        a shared head and several branches that do not see each other."""
         B, T = idx.shape
-        start = 0 if cache is None else cache[0][0].size(2)
-        cos, sin = self.rope(start, T, idx.device)
+        if positions is None:
+            start = 0 if cache is None else cache[0][0].size(2)
+            positions = torch.arange(start, start + T, device=idx.device)
+        cos, sin = self.rope(positions)
         x = rms_norm(self.wte(idx))
         for i, block in enumerate(self.blocks):
-            x, _ = block(x, cos, sin, None if cache is None else cache[i])
+            x, _ = block(x, cos, sin, None if cache is None else cache[i], mask)
         logits = self.logits(rms_norm(x))
         if targets is None:
             return logits
@@ -198,12 +212,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def prefix(self, idx: torch.Tensor) -> list:
         """The per-layer (k, v) cache of a [1, T] prefix, to pass as ``cache`` to :meth:`forward`."""
-        cos, sin = self.rope(0, idx.size(1), idx.device)
+        cos, sin = self.rope(torch.arange(idx.size(1), device=idx.device))
         x = rms_norm(self.wte(idx))
         cache = []
         for block in self.blocks:
-            a, present = block.attn(rms_norm(x), cos, sin, None)
-            x = x + a
-            x = x + block.mlp(rms_norm(x))
+            x, present = block(x, cos, sin)
             cache.append(present)
         return cache
