@@ -17,15 +17,19 @@ Reported per campaign:
 * **near-duplicate rate** = share of hypotheses whose cosine to some *earlier* hypothesis of the
   campaign is >= 0.9.
 
-Both searches are exact, and built to stay fast at tens of thousands of hypotheses:
+Both searches are built to stay fast at tens of thousands of hypotheses:
 
 * nearest centroid: an inverted index maps each term to numpy arrays of (cluster, weight in the
   cluster's vector sum); the dot products with every centroid sharing a term are one ``bincount``
-  over the concatenated postings of the new vector's terms;
-* near-duplicates: for unit vectors, cos(u, v) >= 0.9 needs v to hold one of u's *prefix* terms
-  (u's heaviest terms holding more than 1 - 0.9² of its squared mass; otherwise the cosine is at most
-  the norm of the rest, < 0.9), and u to hold one of v's. Each hypothesis indexes only its prefix
-  terms; the candidates found through them are filtered by v's prefix before the full cosine.
+  over the concatenated postings of the new vector's terms. That is exhaustive and exact while a
+  campaign has fewer than 200 hypotheses. Beyond, terms found in over 5% of its hypotheses
+  ("common") are left out of that pass, and the 16 best-ranked clusters (those that can still reach
+  0.30, given the common terms' norm) are re-scored exactly with them. On the CMU Parameter Golf
+  record this gives 371 clusters (effective 216.6) where the exhaustive search gives 368 (212.1).
+* near-duplicates, exact: for unit vectors, cos(u, v) >= 0.9 needs v to hold one of u's *prefix*
+  terms (u's heaviest terms holding more than 1 - 0.9² of its squared mass; otherwise the cosine is
+  at most the norm of the rest, < 0.9) and u to hold one of v's. Each hypothesis indexes only its
+  prefix terms; the candidates found through them are filtered by v's prefix before the full cosine.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ from projections.base import Projection
 from projections.trials import TrialTable
 
 JOIN_COSINE = 0.30
+COMMON_DF = 0.05  # in campaigns of COMMON_MIN_DOCS+ hypotheses, terms in over 5% of them are "common"
+COMMON_MIN_DOCS = 200
+RESCORE = 16  # clusters re-scored exactly with the common terms
 NEAR_DUP_COSINE = 0.9
 _TOKEN = re.compile(r"[a-z][a-z0-9_]*|\d+(?:\.\d+)?(?:e-?\d+)?")
 STOPWORDS = frozenset(
@@ -147,40 +154,53 @@ class _CampaignDiversity:
             lst = self.prefix_index.get(t)
             if lst:
                 cands.update(lst)
-        for j in sorted(cands):
-            u = self.vectors[j]
+        vectors = self.vectors
+        for j in cands:
+            u = vectors[j]
             if any(t in u for t in prefix) and sum(w * u.get(t, 0.0) for t, w in vec.items()) >= NEAR_DUP_COSINE:
                 self.near_dups += 1
                 break
 
-        # nearest centroid. Only clusters sharing one of v's prefix terms (for 0.30) can reach 0.30;
-        # their dot products over the prefix come from the postings in one bincount, bounded above by
-        # partial/|c| + |v_rest|; the exact cosine is computed for those whose bound reaches 0.30.
+        # nearest centroid: dot products with every cluster through the postings of v's terms (one
+        # bincount). Once the campaign is large, the common terms are left out of that pass and added
+        # exactly for the best-ranked clusters only.
         k = len(self.sizes)
         cluster = -1
         if k:
-            head = _prefix(vec, JOIN_COSINE)
-            hs = set(head)
-            rest = [(t, vec[t], p.pos) for t in vec if t not in hs and (p := self.cluster_index.get(t)) is not None]
-            rest_norm = math.sqrt(sum(vec[t] * vec[t] for t in vec if t not in hs))
-            partial = _dots(self.cluster_index, {t: vec[t] for t in head}, k)
-            if partial is not None:
-                norms = np.sqrt(self.cnorm2[:k])
-                bound = np.divide(partial, norms, out=np.zeros(k), where=norms > 0) + rest_norm
+            cut = COMMON_DF * n if n >= COMMON_MIN_DOCS else math.inf
+            common = [(t, w) for t, w in vec.items() if self.df[t] > cut]
+            head = {t: w for t, w in vec.items() if self.df[t] <= cut} if common else vec
+            dots = _dots(self.cluster_index, head, k)
+            if dots is None:
+                dots = np.zeros(k)
+            norms = np.sqrt(self.cnorm2[:k])
+            if common:
+                approx = dots / np.maximum(norms, 1e-300)
+                # the common terms add at most their norm to a cosine: only clusters that can still
+                # reach 0.30 are re-scored, the best RESCORE of them
+                reach = JOIN_COSINE - math.sqrt(sum(w * w for _t, w in common)) - 1e-12
+                cand = np.flatnonzero(approx >= reach)
+                if len(cand) > RESCORE:
+                    cand = cand[np.argpartition(-approx[cand], RESCORE - 1)[:RESCORE]]
                 best, best_cos, best_dot = -1, -1.0, 0.0
-                for c in np.flatnonzero(bound >= JOIN_COSINE).tolist():
-                    dot = float(partial[c])
-                    for t, w, pos in rest:
-                        slot = pos.get(c)  # type: ignore[union-attr]
+                for c in sorted(cand.tolist()):
+                    dot = float(dots[c])
+                    for t, w in common:
+                        post = self.cluster_index[t]
+                        slot = post.pos.get(c)  # type: ignore[union-attr]
                         if slot is not None:
-                            dot += w * float(self.cluster_index[t].w[slot])
-                    cos = dot / float(norms[c]) if norms[c] > 0 else 0.0
+                            dot += w * float(post.w[slot])
+                    cos = dot / max(float(norms[c]), 1e-300)
                     if cos > best_cos:
                         best, best_cos, best_dot = c, cos, dot
-                if best >= 0 and best_cos >= JOIN_COSINE:
-                    cluster = best
-                    self.cnorm2[best] += 2.0 * best_dot + v2
-                    self.sizes[best] += 1
+            else:
+                cos = dots / np.maximum(norms, 1e-300)
+                best = int(np.argmax(cos))  # the first of equals: deterministic
+                best_cos, best_dot = float(cos[best]), float(dots[best])
+            if best >= 0 and best_cos >= JOIN_COSINE:
+                cluster = best
+                self.cnorm2[best] += 2.0 * best_dot + v2
+                self.sizes[best] += 1
         if cluster < 0:
             cluster = k
             if k == len(self.cnorm2):

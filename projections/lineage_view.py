@@ -97,14 +97,17 @@ class LineageIndex(PerTrialAggregate):
                 d.pop(key, None)
         self._dead_order.pop(campaign_id, None)
 
-    def dead_ends(self, campaign_id: uuid.UUID) -> list[tuple[str, list[int]]]:
+    def dead_ends(self, campaign_id: uuid.UUID, limit: int | None = None) -> list[tuple[str, list[int]]]:
         """(key, numbers) newest first (by the latest trial that tried the idea)."""
         d = self.dead.get(campaign_id, {})
         order = self._dead_order.get(campaign_id)
         if order is None:
             order = sorted(d, key=lambda k: -d[k][-1])
             self._dead_order[campaign_id] = order
-        return [(k, d[k]) for k in order]
+        return [(k, d[k]) for k in (order if limit is None else order[:limit])]
+
+    def dead_count(self, campaign_id: uuid.UUID) -> int:
+        return len(self.dead.get(campaign_id, {}))
 
     @property
     def state(self) -> dict[str, Any]:
@@ -308,7 +311,7 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
         return "\n".join(head) + "\n"
 
     ranked = board.ranked(cid)
-    n_trials = sum(1 for _ in table.numbers.get(cid, ())) - (1 if base is not None else 0)
+    n_trials = len(table.numbers.get(cid, ())) - (1 if base is not None else 0)
     head.append(f"{n_trials} trials so far, {len(ranked)} keeps.")
 
     # saturation ---------------------------------------------------------------------------
@@ -386,17 +389,17 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
             sections.append(chs)
 
     # dead ends -------------------------------------------------------------------------------
-    dead = index.dead_ends(cid)
-    if dead:
-        de = Section(6, [f"## Dead ends already tried ({len(dead)} distinct ideas, newest first)"])
+    n_dead = index.dead_count(cid)
+    if n_dead:
+        de = Section(6, [f"## Dead ends already tried ({n_dead} distinct ideas, newest first)"])
         de.omission = "… ({n} more dead ends)"
-        for _key, nums in dead[:min(MAX_DEAD, cap)]:
+        for _key, nums in index.dead_ends(cid, min(MAX_DEAD, cap)):
             r = table.row(cid, nums[-1])
             if r is None:
                 continue
             again = f" (tried {len(nums)}×)" if len(nums) > 1 else ""
             de.items.append([f"- {trial_tag(r, metric)}{again} {hyp(r)}"])
-        de.total_items = len(dead)
+        de.total_items = n_dead
         sections.append(de)
 
     kept = fit(sections, max_chars)

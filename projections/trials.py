@@ -25,6 +25,10 @@ from ledger import events as ev
 from ledger.app import Recorded
 from projections.base import Projection
 
+# the events that can change a row's status, score, delta, cost, compute time, kind or parent: the
+# only ones after which per-trial aggregates re-count the row
+MATERIAL = frozenset({ev.TrialProposed, ev.TrialFinished, ev.TrialEvaluated, ev.OutcomeLabelled,
+                      ev.TrialRelabelled, ev.LaunchRequeued, ev.IncumbentPromoted})
 FAILURE_STATUSES = frozenset(s for s in ev.STATUSES if s not in ("keep", "discard", "baseline"))
 HARNESS_STATUSES = frozenset({"harness_abort", "runner_lost", "cancelled"})
 
@@ -192,6 +196,7 @@ class TrialRow:
     harness_version: str = ""
     promoted: bool = False
     last_at: float = 0.0
+    contrib: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)  # see PerTrialAggregate
 
     @property
     def tokens(self) -> int:
@@ -208,7 +213,7 @@ class TrialRow:
         return self.score is not None and self.status in ev.VALID_SCORED
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "contrib"}
         for k in ("campaign_id", "trial_id", "parent_id"):
             if d[k] is not None:
                 d[k] = str(d[k])
@@ -239,6 +244,8 @@ class TrialTable(Projection):
         self.keys: dict[str, str] = {}
         self.touched: uuid.UUID | None = None
         self.touched_campaign: uuid.UUID | None = None
+        self.touched_row: TrialRow | None = None  # set only by events that can change an aggregate
+        self._aggregates = 0
 
     # lookups --------------------------------------------------------------------------------
     def campaign(self, name_or_id: str | uuid.UUID) -> CampaignInfo | None:
@@ -264,13 +271,22 @@ class TrialTable(Projection):
             return self.trials.get(c.baseline_id)
         return self.row(campaign_id, 0)
 
+    def register_aggregate(self) -> int:
+        """A slot in every row's ``contrib`` for one :class:`PerTrialAggregate`."""
+        self._aggregates += 1
+        return self._aggregates
+
     # folding --------------------------------------------------------------------------------
     def apply(self, rec: Recorded) -> None:
         self.touched = None
         self.touched_campaign = None
-        h = self._handlers.get(type(rec.event))
+        self.touched_row = None
+        t = type(rec.event)
+        h = self._handlers.get(t)
         if h is not None:
             h(self, rec, rec.event)
+            if self.touched is not None and t in MATERIAL:
+                self.touched_row = self.trials[self.touched]
 
     def _camp(self, cid: uuid.UUID) -> CampaignInfo:
         c = self.campaigns.get(cid)
@@ -501,29 +517,27 @@ class TrialTable(Projection):
 class PerTrialAggregate(Projection):
     """An aggregate over trials kept exact under change: when a trial's row changes, its old
     contribution is taken out and its new one put in. Subclasses define ``contribution(row)``
-    (hashable, or None for "counts for nothing") and ``add(campaign_id, contribution, sign)``."""
+    (hashable, or None for "counts for nothing") and ``add(campaign_id, contribution, sign)``.
+    A row's current contribution is kept on the row (``row.contrib[slot]``)."""
 
     requires = (TrialTable,)
 
     def __init__(self, deps: dict[type[Projection], Projection] | None = None):
         super().__init__(deps)
         self.table: TrialTable = self.deps[TrialTable]  # type: ignore[assignment]
-        self._contrib: dict[uuid.UUID, Any] = {}
+        self._slot = self.table.register_aggregate()
 
     def apply(self, rec: Recorded) -> None:
-        tid = self.table.touched
-        if tid is not None:
-            row = self.table.trials[tid]
+        row = self.table.touched_row
+        if row is not None:
             new = self.contribution(row)
-            old = self._contrib.get(tid)
+            old = row.contrib.get(self._slot)
             if new != old:
                 if old is not None:
                     self.add(row.campaign_id, old, -1)
                 if new is not None:
                     self.add(row.campaign_id, new, +1)
-                    self._contrib[tid] = new
-                else:
-                    self._contrib.pop(tid, None)
+                row.contrib[self._slot] = new
         h = self._handlers.get(type(rec.event))
         if h is not None:
             h(self, rec, rec.event)

@@ -302,18 +302,26 @@ def _estimate(spec: Any, files: dict[str, str], python: str | None) -> int | Non
     cmd = _command(spec, "estimate")
     if not cmd:
         return None
+    import os
     import sys
 
     from tasks import sandbox
 
     with tempfile.TemporaryDirectory(prefix="arledger-preflight-") as tmp:
+        os.chmod(tmp, 0o711)
+        iso = sandbox.recipe_isolation(Path(tmp), python or sys.executable)
+        if os.geteuid() == 0 and iso.identity is None:
+            return None  # recipe code never runs as root, not even an estimate
         ws = Path(tmp) / "ws"
-        wsp.build_workspace(spec, files, ws)
-        argv = sandbox.Placeholders({"python": python or sys.executable, "ws": str(ws), "out": tmp,
-                                     "task": str(wsp.task_dir(spec))}).argv(cmd)
+        out = Path(tmp) / "out"
+        wsp.build_workspace(spec, files, ws, iso.identity)
+        out.mkdir()
+        sandbox.chown_tree(out, iso.identity)
+        argv = sandbox.Placeholders({"python": iso.python, "ws": str(ws), "out": str(out)}).argv(cmd)
         lines: list[str] = []
-        res = sandbox.run(argv, cwd=ws, env=sandbox.trial_env(home=tmp, threads=1), log_path=Path(tmp) / "log",
-                          timeout_s=_budget(spec, "preflight_s", 30.0), on_line=lines.append)
+        res = sandbox.run(argv, cwd=ws, env=sandbox.trial_env(home=out, out=out, threads=1),
+                          log_path=Path(tmp) / "log", timeout_s=_budget(spec, "preflight_s", 30.0),
+                          on_line=lines.append, identity=iso.identity, sweep_roots=[ws, out])
         if res.exit_status != 0 or not lines:
             return None
         try:

@@ -359,12 +359,30 @@ class Runner:
         if os.geteuid() == 0:
             os.chown(self.work_root, 0, 0)
         os.chmod(self.work_root, 0o711)
+        self._clean_stale()
         if not isolate:
             return sandbox.Isolation(None, sys.executable, "isolation disabled: recipes run as the runner's user")
         iso = sandbox.recipe_isolation(self.work_root)
         if iso.identity is not None and self.ledger.cfg.kind == "sqlite" and self.ledger.cfg.path is not None:
             _protect_sqlite(self.ledger.cfg.path)
         return iso
+
+    def _clean_stale(self) -> None:
+        """Trial directories left by a runner that died (SIGKILL, power loss): kill whatever still
+        works in them and remove them. Each trial dir names its runner process in ``owner``."""
+        for d in self.work_root.glob("t-*"):
+            try:
+                pid, start = (d / "owner").read_text().split()
+                if _process_start(int(pid)) == start:
+                    continue  # its runner is alive
+            except (OSError, ValueError):
+                if time.time() - d.stat().st_mtime < 60:
+                    continue  # being created right now
+            killed = sandbox.kill_leftovers(None, None, roots=[str(d)])
+            if killed:
+                self._log(f"killed {len(killed)} process(es) left by a dead runner in {d}")
+            with contextlib.suppress(Exception):
+                wsp.remove_tree(d)
 
     def _log(self, msg: str) -> None:
         if self._log_fn is not None:
@@ -639,6 +657,7 @@ class Runner:
         d.mkdir(mode=0o711)
         os.chmod(d, 0o711)
         (d / "logs").mkdir(mode=0o700)
+        (d / "owner").write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
         return d
 
     def _label(self, ctx: _Ctx, status: str, *, reason: str = "", excerpt: str = "",
@@ -1139,6 +1158,15 @@ def _open_ledger(url: str | None, attempts: int = 8) -> Ledger:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
+
+
+def _process_start(pid: int) -> str:
+    """The start time of a process (clock ticks since boot): with the pid, names it uniquely."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
 
 
 def _load_spec(t: Any) -> Any:

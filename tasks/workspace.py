@@ -203,6 +203,22 @@ def _cache_put(key: tuple[str, uuid.UUID], files: dict[str, str]) -> None:
             _CACHE.popitem(last=False)
 
 
+def _ledger_key(ledger: Any) -> str:
+    """A key unique to one ledger (its id: the hash of its first event, which holds its own public
+    key), so that two ledgers with the same trial ids never share cached code."""
+    key = getattr(ledger, "_arledger_files_key", None)
+    if key is None:
+        try:
+            key = ledger.ledger_id()
+        except Exception:
+            key = f"unidentified-{id(ledger)}"
+        try:
+            ledger._arledger_files_key = key
+        except AttributeError:
+            pass
+    return key
+
+
 def baseline_for_campaign(ledger: Any, campaign_id: uuid.UUID, spec: Any | None = None) -> dict[str, str]:
     """The baseline a campaign recorded when it was opened (``config.baseline_tree_sha``), else the
     task's recipe_dir as it is now."""
@@ -223,7 +239,7 @@ def baseline_for_campaign(ledger: Any, campaign_id: uuid.UUID, spec: Any | None 
 def trial_files(ledger: Any, trial_id: uuid.UUID, spec: Any | None = None) -> dict[str, str]:
     """A trial's code: the campaign's baseline plus every diff from the lineage root down to it.
     Raises WorkspaceError (label ``illegal_edit`` for a path escape, ``crash`` otherwise)."""
-    key = (getattr(getattr(ledger, "cfg", None), "url", str(id(ledger))), trial_id)
+    key = (_ledger_key(ledger), trial_id)
     hit = _cache_get(key)
     if hit is not None:
         return dict(hit)

@@ -84,14 +84,18 @@ def test_killed_runner_is_reaped_and_trial_completes_once(world: Path) -> None:
     a = _cli_runner(world, url, task, "--lease", "2", "--runner-id", "A")
     try:
         _wait_for(lambda: _started(url, sub.trial_id), what="runner A to start the trial")
+        _wait_for(lambda: live_under(world / "work"), what="the recipe to run")
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=10)
     finally:
         if a.poll() is None:
             a.kill()
     assert a.returncode == -signal.SIGKILL
+    assert live_under(world / "work")  # A's recipe outlived A (its own session) ...
     b = Runner(ledger=led, runner_id="B", tasks=[task], lease_s=2, data_root=world / "data",
                work_root=world / "work", grace_s=1)
+    assert live_under(world / "work") == []  # ... until the next runner on the host cleaned up after A
+    assert not list((world / "work").glob("t-*"))
     assert b.run_until_idle(wait_for_others=True, timeout_s=90) == 1
     events = led.stream(sub.trial_id)
     claims = _of(events, ev.LaunchClaimed)

@@ -110,6 +110,9 @@ class Corpus:
     def __init__(self, texts: dict[str, str]):
         self.speeches = [s for work in sorted(texts) for s in parse_speeches(work, texts[work])]
         self.lines = [(si, li) for si, s in enumerate(self.speeches) for li in range(len(s.lines))]
+        self.lines_by_work: dict[str, list[tuple[int, int]]] = {}
+        for ref in self.lines:
+            self.lines_by_work.setdefault(self.speeches[ref[0]].work, []).append(ref)
         counts = Counter(w.lower() for s in self.speeches for ln in s.lines for w in WORD_RE.findall(ln))
         self.vocab = set(counts)
         self.frequent = [w for w, _ in counts.most_common(200) if len(w) >= 2]
@@ -194,7 +197,7 @@ def build_next_line(c: Corpus, rng: random.Random) -> Item | None:
     first, nxt = s.lines[li], s.lines[li + 1]
     if not (15 <= len(first) <= 50 and 15 <= len(nxt) <= 45):
         return None
-    same_work = [ref for ref in c.lines if c.speeches[ref[0]].work == s.work]
+    same_work = c.lines_by_work[s.work]
     wrong: list[str] = []
     for _ in range(200):
         cand = c.line(rng.choice(same_work))

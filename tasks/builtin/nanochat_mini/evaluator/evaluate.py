@@ -32,7 +32,7 @@ from model import EVAL_MAX_LEN, GPT, ConfigError, check_config  # noqa: E402
 
 ARTIFACT = "model.pt"
 CONFIG = "model.json"
-VAL_BYTES_PER_WORK = 20_000  # val_bpb: this many bytes from the middle of each held-out work
+VAL_BYTES_PER_WORK = 16_000  # val_bpb: this many bytes from the middle of each held-out work
 ROW_TOKENS = 8192  # packed tokens per forward pass
 
 
@@ -68,11 +68,11 @@ def pack(head: list[int], branches: list[list[int]], start: int):
     return tokens, positions, mask, spans
 
 
-@torch.no_grad()
 def make_scorer(model: GPT):
     """A core_tasks.Scorer backed by ``model``: per branch (sum log p of scored bytes, count, greedy
     match)."""
 
+    @torch.no_grad()
     def scorer(requests: Sequence[core_tasks.Request]) -> list[list[core_tasks.BranchScore]]:
         results: list[list[core_tasks.BranchScore] | None] = [None] * len(requests)
         by_prefix: dict[str, list[int]] = defaultdict(list)
