@@ -176,10 +176,7 @@ class Ledger:
             nid_start = notes[-1].id + 1
 
     def _nid_at(self, position: int) -> int | None:
-        for pos, nid, _ in self.recorder.iter_leaves():
-            if pos == position:
-                return nid
-        return None
+        return self.recorder.nid_at(position)
 
     def size(self) -> int:
         return self.recorder.tree_state()[0]

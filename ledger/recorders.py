@@ -109,6 +109,14 @@ class SealedSQLiteRecorder(SQLiteApplicationRecorder):
             conn.close()
         return (0, Frontier().to_bytes()) if row is None else (row[0], bytes(row[1]))
 
+    def nid_at(self, position: int) -> int | None:
+        conn = self._ro()
+        try:
+            row = conn.execute("SELECT notification_id FROM arledger_leaves WHERE position = ?", (position,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else row[0]
+
     def position_of(self, notification_id: int) -> int | None:
         conn = self._ro()
         try:
@@ -148,6 +156,10 @@ class SealedPOPORecorder(POPOApplicationRecorder):
 
     def position_of(self, notification_id: int) -> int | None:
         return notification_id - 1 if 0 < notification_id <= len(self._leaves) else None
+
+    def nid_at(self, position: int) -> int | None:
+        with self._database_lock:
+            return self._leaves[position][1] if 0 <= position < len(self._leaves) else None
 
 
 def _postgres_recorder_class() -> type:
@@ -229,6 +241,13 @@ def _postgres_recorder_class() -> type:
                 curs.execute(SQL("SELECT size, frontier FROM {0} WHERE id = 1").format(self._tree_t))
                 row = curs.fetchone()
             return (0, Frontier().to_bytes()) if row is None else (row["size"], bytes(row["frontier"]))
+
+        def nid_at(self, position: int) -> int | None:
+            with self.datastore.transaction(commit=False) as curs:
+                curs.execute(SQL("SELECT notification_id FROM {0} WHERE position = %s").format(self._leaves_t),
+                             (position,))
+                row = curs.fetchone()
+            return None if row is None else row["notification_id"]
 
         def position_of(self, notification_id: int) -> int | None:
             with self.datastore.transaction(commit=False) as curs:

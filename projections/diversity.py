@@ -237,6 +237,10 @@ class _CampaignDiversity:
 
 
 class Diversity(Projection):
+    """Diversity per campaign. Folding only queues the hypotheses; they are clustered, in log order,
+    when a summary is first asked for (so the campaign loop, which never asks, never pays for it).
+    The result is the same whenever the queue is worked off."""
+
     name = "diversity"
     requires = (TrialTable,)
     KINDS = ("proposal", "imported")
@@ -245,24 +249,38 @@ class Diversity(Projection):
         super().__init__(deps)
         self.table: TrialTable = self.deps[TrialTable]  # type: ignore[assignment]
         self.per: dict[uuid.UUID, _CampaignDiversity] = {}
+        self.pending: dict[uuid.UUID, list[tuple[int, str]]] = {}
 
     def on_TrialProposed(self, rec: Recorded, e: ev.TrialProposed) -> None:
         if e.kind not in self.KINDS or not e.hypothesis.strip():
             return
-        self.per.setdefault(e.campaign_id, _CampaignDiversity()).add(e.number, e.hypothesis)
+        self.pending.setdefault(e.campaign_id, []).append((e.number, e.hypothesis))
+
+    def _flush(self, campaign_id: uuid.UUID) -> _CampaignDiversity | None:
+        queue = self.pending.pop(campaign_id, None)
+        d = self.per.get(campaign_id)
+        if queue:
+            if d is None:
+                d = self.per[campaign_id] = _CampaignDiversity()
+            for number, text in queue:
+                d.add(number, text)
+        return d
 
     def summary(self, campaign_id: uuid.UUID) -> dict[str, Any]:
-        d = self.per.get(campaign_id)
+        d = self._flush(campaign_id)
         return d.summary() if d else _CampaignDiversity().summary()
 
     def cluster_of(self, campaign_id: uuid.UUID) -> dict[int, int]:
-        d = self.per.get(campaign_id)
+        d = self._flush(campaign_id)
         return dict(zip(d.numbers, d.assign, strict=True)) if d else {}
 
     @property
     def state(self) -> dict[str, Any]:
         out = {}
-        for cid, d in self.per.items():
+        for cid in sorted(set(self.per) | set(self.pending), key=str):
+            d = self._flush(cid)
+            if d is None:
+                continue
             info = self.table.campaigns.get(cid)
             s = d.summary()
             s["assign"] = list(d.assign)

@@ -56,6 +56,7 @@ def progress(proj: Any, info: Any, out: Path, stem: str) -> list[Path]:
                                                  "hspace": 0.06})
     scored = [r for r in rows if r.score is not None]
     sign = 1.0 if info.direction == "min" else -1.0
+    off_scale = 0
     if scored:
         ys = np.array([r.score for r in scored], dtype=float)
         best_val = ys.min() if info.direction == "min" else ys.max()
@@ -79,6 +80,7 @@ def progress(proj: Any, info: Any, out: Path, stem: str) -> list[Path]:
             ax.scatter(x[inside], y[inside], s=28 if big else 10, c=STATUS_COLORS.get(s, "#555555"),
                        alpha=0.95 if big else 0.55, zorder=3 if big else 2, edgecolors="none")
             over = ~inside
+            off_scale += int(over.sum())
             if over.any():  # off-scale scores: a marker on the edge
                 edge = np.where(y[over] > hi, hi, lo)
                 ax.scatter(x[over], edge, marker="^" if info.direction == "min" else "v", s=14,
@@ -115,6 +117,9 @@ def progress(proj: Any, info: Any, out: Path, stem: str) -> list[Path]:
     handles = [Line2D([], [], color=STATUS_COLORS["keep"], lw=1.8, label="best so far")]
     handles += [Line2D([], [], marker="o", ls="", color=STATUS_COLORS.get(s, "#555555"), label=f"{s} ({counts[s]})")
                 for s in present]
+    if off_scale:
+        handles.append(Line2D([], [], marker="^" if info.direction == "min" else "v", ls="", color="#777777",
+                              label=f"off the scale ({off_scale})"))
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
     return _save(fig, out, stem)
 
