@@ -555,4 +555,4 @@ def test_spec_loads_from_a_checkout_given_by_the_environment(name, tmp_path, mon
                         "a [task] checkout key) yet")
         raise
     assert loaded.name == name
-    assert Path(loaded.recipe_dir).resolve() == checkout.resolve()
+    assert Path(loaded.recipe_path).resolve() == checkout.resolve()
