@@ -78,6 +78,10 @@ def task_dir(spec: Any) -> Path:
 
 
 def recipe_dir(spec: Any) -> Path:
+    """The baseline recipe directory (a checkout for the full-scale tasks)."""
+    path = getattr(spec, "recipe_path", None)
+    if path is not None:
+        return Path(path)
     d = Path(spec.recipe_dir)
     return d if d.is_absolute() else task_dir(spec) / d
 

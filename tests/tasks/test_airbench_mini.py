@@ -111,17 +111,14 @@ def data(tmp_path_factory, seeded_cache) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data) -> list[Path]:
-    """Two tiny trained runs (seeds 1, 2) of the shrunk baseline."""
+    """One tiny trained run of the shrunk baseline, handed to the evaluator twice (as two seeds)."""
     tmp = tmp_path_factory.mktemp("runs")
     stage_workspace(tmp / "ws", TINY)
-    outs = []
-    for seed in (1, 2):
-        out = tmp / f"out{seed}"
-        proc = train(tmp / "ws", data, out, seed)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert "metric train_loss=" in proc.stdout
-        outs.append(out)
-    return outs
+    proc = train(tmp / "ws", data, tmp / "out", 1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "metric train_loss=" in proc.stdout
+    assert sorted(p.name for p in (tmp / "out").iterdir()) == ["model.json", "model.pt"]
+    return [tmp / "out", tmp / "out"]
 
 
 # ----------------------------------------------------------------------------------------- tests
@@ -170,7 +167,7 @@ def test_score_is_the_runners_mean_wall_time_not_the_recipes(tmp_path, runs, dat
     assert 0.3 < res["metrics"]["accuracy"] <= 1.0
     assert res["metrics"]["code_bytes"] == 1234
     # the same runs, other wall times: only the score moves
-    _, res2 = evaluate(tmp_path, runs, data, [10.0, 20.0], extra=("--accuracy-min", "0.0"))
+    res2 = EV.evaluate(runs, [10.0, 20.0], data / "heldout", None, 0.0)
     assert res2["score"] == pytest.approx(15.0)
     assert res2["metrics"]["accuracy"] == res["metrics"]["accuracy"]
 
@@ -186,14 +183,16 @@ def test_a_run_below_the_accuracy_gate_is_disqualified(tmp_path, runs, data):
 
 
 def test_evaluator_rejects_mismatched_wall_times_and_bad_configs(tmp_path, runs, data):
-    proc, res = evaluate(tmp_path, runs, data, [3.0])
-    assert proc.returncode != 0 and res is None and "wall" in proc.stderr
+    with pytest.raises(ValueError, match="wall"):
+        EV.evaluate(runs, [3.0], data / "heldout", None, 0.0)
+    with pytest.raises(ValueError, match="wall"):
+        EV.evaluate(runs, [3.0, -1.0], data / "heldout", None, 0.0)
     bad = tmp_path / "bad"
     shutil.copytree(runs[0], bad)
     cfg = json.loads((bad / "model.json").read_text())
     (bad / "model.json").write_text(json.dumps({**cfg, "widths": [4096]}))
-    proc, res = evaluate(tmp_path, [bad], data, [1.0])
-    assert proc.returncode != 0 and res is None and "widths" in proc.stderr
+    with pytest.raises(EV.ConfigError, match="widths"):
+        EV.evaluate([bad], [1.0], data / "heldout", None, 0.0)
 
 
 def test_a_nan_loss_exits_with_diverged(tmp_path, data):

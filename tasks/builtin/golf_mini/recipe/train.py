@@ -154,7 +154,7 @@ for step in range(MAX_STEPS):
     if step % 25 == 0 or step == MAX_STEPS - 1:
         print(f"metric train_loss={loss_value:.4f} step={step}", flush=True)
     if BUDGET_S and time.time() - T_START > 0.85 * BUDGET_S:  # leave time to write the artifact
-        print(f"stopping early at step {step}: 85% of the {BUDGET_S:.0f}s budget used", flush=True)
+        print(f"stopping early: 85% of the {BUDGET_S:.0f}s budget used\nmetric stopped_early=1 step={step}", flush=True)
         break
 
 

@@ -35,7 +35,7 @@ N_DEMO_SETS = 4
 SEP = "\n\n"  # between few-shot examples and before the item
 MAX_TOKENS = 256  # few-shot prefix + head + longest branch, in bytes (= tokens)
 DEMO_MAX = 90  # bytes of one solved few-shot example
-TIE_EPS = 1e-9
+TIE_EPS = 1e-6  # nats per byte: closer option scores count as a tie
 
 
 @dataclass(frozen=True)
@@ -252,27 +252,17 @@ def build_word_completion(c: Corpus, rng: random.Random) -> Item | None:
     if not cands or len(line) > 60:
         return None
     m = rng.choice(cands)
-    return Item(line[:m.start() + 2], (m.group()[2:],), (0,), 0)
+    given = (len(m.group()) + 1) // 2
+    return Item(line[:m.start() + given], (m.group()[given:],), (0,), 0)
 
 
-def _short(line: str, width: int = 28) -> str:
-    if len(line) <= width:
-        return line
-    cut = line.rfind(" ", 0, width)
-    return line[:cut if cut > 0 else width]
-
-
-def build_speaker_turn(c: Corpus, rng: random.Random) -> Item | None:
-    si = rng.randrange(3, len(c.speeches))
-    window = c.speeches[si - 3:si + 1]
-    if len({s.work for s in window}) > 1:
+def build_next_word(c: Corpus, rng: random.Random) -> Item | None:
+    line = c.line(rng.choice(c.lines))
+    cands = [m for m in _words(line) if m.group() in c.common and m.start() >= 10]
+    if not cands or len(line) > 60:
         return None
-    *before, nxt = window
-    tags = [s.tag for s in before]
-    if nxt.tag not in tags or len(set(tags)) < 2:
-        return None
-    head = "".join(f"{s.tag}\n{_short(s.lines[0])}\n\n" for s in before)
-    return Item(head, (nxt.tag + "\n",), (0,), 0)
+    m = rng.choice(cands)
+    return Item(line[:m.start()], (line[m.start():m.end() + 1],), (0,), 0)
 
 
 BUILDERS: dict[str, tuple[str, int, Callable[[Corpus, random.Random], Item | None], str]] = {
@@ -283,8 +273,9 @@ BUILDERS: dict[str, tuple[str, int, Callable[[Corpus, random.Random], Item | Non
                      "which of two contexts (the real word, or a frequent word in its place) fits the rest of the line"),
     "prev_line": ("schema", 2, build_prev_line,
                   "which of two previous lines (the real one, or one from elsewhere) leads into a line"),
-    "word_completion": ("lm", 2, build_word_completion, "complete a word from its first two letters, greedily"),
-    "speaker_turn": ("lm", 1, build_speaker_turn, "name the next speaker after three short speeches, greedily"),
+    "word_completion": ("lm", 2, build_word_completion, "complete a word from its first half, greedily"),
+    "next_word": ("lm", 2, build_next_word,
+                  "the next word (one of the 80 most frequent) and the character after it, greedily"),
 }
 
 
@@ -296,13 +287,13 @@ def build_task(name: str, corpus: Corpus, seed: int = SEED, n_items: int = N_ITE
     kind, k, builder, desc = BUILDERS[name]
     rng = random.Random(f"{seed}:{name}")
     task = Task(name, kind, k, desc)
-    seen: set[tuple[str, tuple[str, ...]]] = set()
+    seen: set[str] = set()
     demo_items: list[Item] = []
     for _ in range(200 * (n_items + N_DEMO_SETS * k)):
         item = builder(corpus, rng)
         if item is None:
             continue
-        key = (item.head, tuple(sorted(item.branches)))
+        key = item.solved()  # one question per solved text: no item repeats another or a demo
         if key in seen:
             continue
         seen.add(key)

@@ -121,7 +121,7 @@ def _score_batch(model: GPT, cache, batch, results) -> None:
             pred = [(len(head) - 1 if o == 0 else at + o - 1) for o in range(skip, m)]
             tgt = torch.tensor(b[skip:m])
             lp = logp[r, pred]
-            out.append((float(lp.gather(1, tgt[:, None]).sum()), len(pred), bool((lp.argmax(1) == tgt).all())))
+            out.append((float(lp.gather(1, tgt[:, None]).double().sum()), len(pred), bool((lp.argmax(1) == tgt).all())))
         results[i] = out
 
 

@@ -25,7 +25,7 @@ from model import GPT, GPTConfig  # noqa: E402  (evaluator-owned, read-only)
 # region: arch
 N_LAYER = 4
 N_HEAD = 4
-N_EMBD = 128
+N_EMBD = 96
 MLP_MULT = 4.0
 ACT = "relu2"  # relu2 | gelu
 QK_NORM = True
@@ -109,7 +109,7 @@ config = GPTConfig(n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD, seq_len=SEQ_LE
 model = GPT(config).to(DEVICE)
 print(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; "
       f"train streams: {', '.join(f'{k} {len(v):,} bytes' for k, v in streams.items())}", flush=True)
-step_model = torch.compile(model) if COMPILE else model
+step_model = torch.compile(model) if COMPILE else model  # the same weights; compiled forward
 
 
 # region: opt_code
@@ -132,6 +132,7 @@ def lr_at(step: int) -> float:
 # endregion
 
 
+# region: sys_code
 opt = make_optimizer(model)
 model.train()
 smooth = None
@@ -153,6 +154,7 @@ for step in range(MAX_STEPS):
     smooth = loss_value if smooth is None else 0.9 * smooth + 0.1 * loss_value
     if step % LOG_EVERY == 0 or step == MAX_STEPS - 1:
         print(f"metric train_loss={smooth:.4f} step={step}", flush=True)
+# endregion
 
 OUT.mkdir(parents=True, exist_ok=True)
 torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, OUT / "model.pt")
