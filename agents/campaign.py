@@ -314,6 +314,7 @@ class CampaignLoop:
         self.runner_stop = threading.Event()
         self.lock = threading.Lock()
         self._rejections: list[TrialRow] = []
+        self._announced: set[int] = set()
 
     # ------------------------------------------------------------------ derived numbers
     @property
@@ -449,6 +450,7 @@ class CampaignLoop:
         if self._collect_proposals():
             self.proj.catch_up(self.led)
         rows = self.rows()
+        self._announce(rows)
         by_num = {r.number: r for r in rows}
         camp = self.led.load(Campaign, self.campaign_id)
         if camp.closed is not None:
@@ -517,6 +519,18 @@ class CampaignLoop:
             return False
         self.maybe_propose(rows)
         return False
+
+    def _announce(self, rows: list[TrialRow]) -> None:
+        """One line per trial as it lands (its label), for the display and the quiet log."""
+        for r in rows:
+            if r.phase != "labelled" or r.number in self._announced or r.status is None:
+                continue
+            self._announced.add(r.number)
+            score = f" {self.spec.metric} {r.score:.6g}" if r.score is not None else ""
+            delta = f" (Δ {r.delta:+.4g})" if r.delta is not None and r.number != 0 else ""
+            why = f" — {r.excerpt or r.reason}"[:140] if r.status not in ("discard", "keep", "baseline") else ""
+            wall = f" [{r.wall_s:.0f}s]" if r.wall_s else ""
+            self.on_event(f"#{r.number} {r.specialist} {r.kind}: {r.status}{score}{delta}{wall}{why}")
 
     def _awaiting_confirmation(self, rows: list[TrialRow], inc_score: float, promoted: set[int]) -> bool:
         for r in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -45,7 +46,8 @@ def register(cli: click.Group) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--runners", type=click.Choice(["local", "external"]), default="local", show_default=True,
               help="local: an in-process runner; external: `arledger runner` daemons do the training.")
-@click.option("--slots", type=int, default=1, show_default=True, help="Parallel trials of the local runner.")
+@click.option("--slots", type=int, default=None,
+              help="Parallel trials of the local runner (default: CPU cores / the task's cpu_threads).")
 @click.option("--k", "k", type=float, default=None, help="Noise multiplier: a keep must beat k x sd.")
 @click.option("--confirmations", type=int, default=None, help="Confirmation runs per candidate keep.")
 @click.option("--model", default=None, help="Model for the anthropic backend.")
@@ -54,7 +56,7 @@ def register(cli: click.Group) -> None:
 @click.option("--quiet", is_flag=True, help="No live display; one line per event.")
 def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: str, specialists: str | None,
         max_trials: int, deadline_min: float | None, grace: int | None, max_usd: float | None,
-        max_compute_h: float | None, in_flight: int, stagger: float, seed: int, runners: str, slots: int,
+        max_compute_h: float | None, in_flight: int, stagger: float, seed: int, runners: str, slots: int | None,
         k: float | None, confirmations: int | None, model: str | None, thinking_budget: int, resume: bool,
         quiet: bool) -> None:
     """Run a campaign: specialists propose, runners train, evaluators score, the ledger keeps it all.
@@ -69,7 +71,7 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
     from tasks.spec import TaskSpecError, load_task
 
     led, _kp, created = init_ledger(ledger_url)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(soft_wrap=True, width=200)
     if created:
         console.print(f"initialised {led.describe()} (signing key beside it)")
     try:
@@ -88,12 +90,16 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
                 specialists=[s.strip() for s in specialists.split(",")] if specialists else None,
                 max_trials=max_trials, deadline_s=deadline_min * 60 if deadline_min else None, grace=grace,
                 max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
-                runners=runners, slots=slots, k=k, confirmations=confirmations, model=model,
+                runners=runners, slots=slots or 1, k=k, confirmations=confirmations, model=model,
                 thinking_budget=thinking_budget)
         try:
             spec = load_task(task)
         except (TaskSpecError, FileNotFoundError, KeyError) as e:
             raise click.ClickException(str(e)) from None
+        if not resume and slots is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            per = max(1, spec.resources.cpu_threads)
+            cfg.slots = max(1, cores // per) if spec.resources.gpus_per_trial == 0 else 1
         events: list[str] = []
 
         def on_event(msg: str) -> None:

@@ -94,11 +94,16 @@ def test_two_processes_same_trial_same_version(store, tmp_path, request, monkeyp
     procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, url, str(t.id), str(go), f"r{i}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
              for i in range(2)]
-    for p in procs:  # both have read the trial at the same version before either appends
-        line = p.stdout.readline().strip()
-        assert line == "READY", (line, p.communicate(timeout=30))
-    go.touch()
-    outs = [p.communicate(timeout=60) for p in procs]
+    try:
+        for p in procs:  # both have read the trial at the same version before either appends
+            line = p.stdout.readline().strip()
+            assert line == "READY", (line, p.communicate(timeout=30))
+        go.touch()
+        outs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     results = sorted(o[0].strip() for o in outs)
     assert all(r for r in results), outs
     assert [r.split()[0] for r in results] == ["CONFLICT", "WON"], outs
