@@ -21,6 +21,7 @@ neither duplicate nor lose a trial. Execution is left to runners: an in-process 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -67,7 +68,7 @@ class CampaignConfig:
     max_usd: float | None = None
     max_compute_h: float | None = None
     in_flight: int = 1  # per specialist
-    max_queued: int | None = None  # proposals waiting for a runner at once (default: runner slots)
+    max_queued: int | None = None  # trials in flight at once (default: runner slots)
     stagger_s: float = 0.0
     seed: int = 0
     runners: str = "local"  # local | external
@@ -526,6 +527,8 @@ class CampaignLoop:
             if r.phase != "labelled" or r.number in self._announced or r.status is None:
                 continue
             self._announced.add(r.number)
+            if r.kind == "baseline" and r.status == "discard":
+                r = dataclasses.replace(r, status="baseline")
             score = f" {self.spec.metric} {r.score:.6g}" if r.score is not None else ""
             delta = f" (Δ {r.delta:+.4g})" if r.delta is not None and r.number != 0 else ""
             why = f" — {r.excerpt or r.reason}"[:140] if r.status not in ("discard", "keep", "baseline") else ""
@@ -610,9 +613,11 @@ class CampaignLoop:
     def maybe_propose(self, rows: list[TrialRow]) -> None:
         if self.stop.is_set():
             return
-        queued = [r for r in rows if r.phase in ("proposed", "queued")]
+        # just in time: no more proposals in flight than runner slots, so each new proposal is made
+        # with the latest results in its lineage
+        in_flight = [r for r in rows if r.phase != "labelled"]
         limit = self.cfg.max_queued if self.cfg.max_queued is not None else max(1, self.cfg.slots)
-        if len(queued) + len(self.pending) >= limit:
+        if len(in_flight) + len(self.pending) >= limit:
             return
         if time.time() - self.last_launch < self.cfg.stagger_s:
             return
