@@ -737,16 +737,21 @@ class CampaignLoop:
             return None
 
     def _refresh_seen(self) -> None:
-        for r in self.proj.trials.rows(self.campaign_id):
-            if r.number in self.norm_done or not r.diff_sha:
+        """Duplicate keys of every trial so far: its code tree, and its diff on its parent's code."""
+        rows = {r.number: r for r in self.proj.trials.rows(self.campaign_id)}
+        for r in rows.values():
+            if r.number in self.norm_done or r.tree_sha is None:
                 continue
             self.norm_done.add(r.number)
-            try:
-                text = self.led.artifacts.get_text(r.diff_sha)
-            except Exception:  # noqa: BLE001
-                continue
-            if text.strip():
-                self.seen_norm.add(pf.normalised_sha(text))
+            self.seen_norm.add(pf.tree_key(r.tree_sha))
+            parent = rows.get(r.parent) if r.parent is not None else None
+            if r.diff_sha and parent is not None and parent.tree_sha:
+                try:
+                    text = self.led.artifacts.get_text(r.diff_sha)
+                except Exception:  # noqa: BLE001
+                    continue
+                if text.strip():
+                    self.seen_norm.add(pf.duplicate_key(parent.tree_sha, text))
 
     # ------------------------------------------------------------------ results
     def outcome(self) -> Outcome:

@@ -156,6 +156,7 @@ class TrialRow:
     cost_usd: float = 0.0
     proposed_at: float = 0.0
     preflight_passed: bool | None = None
+    tree_sha: str | None = None  # the trial's code tree (from its preflight)
     preflight_failed: list[str] = field(default_factory=list)
     phase: str = "proposed"
     status: str | None = None
@@ -402,6 +403,7 @@ class TrialTable(Projection):
         if r is not None:
             r.preflight_passed = e.passed
             r.preflight_failed = [ch.name for ch in e.checks if not ch.ok]
+            r.tree_sha = e.tree_sha
 
     def on_LaunchRequested(self, rec: Recorded, e: ev.LaunchRequested) -> None:
         r = self._row(e)

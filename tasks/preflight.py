@@ -17,7 +17,8 @@ check              what                                                         
 ``size_limit``     the diff and the resulting code stay under the workspace        illegal_edit
                    limits (``workspace.MAX_DIFF_BYTES`` ...)
 ``applies``        the diff applies exactly to the parent's code                   preflight_crash
-``not_duplicate``  its normalised form was not seen in this campaign               duplicate
+``not_duplicate``  neither the same normalised diff on the same parent nor the       duplicate
+                   same resulting code was seen in this campaign
 ``compiles``       every changed ``.py`` file compiles                             preflight_crash
 ``artifact_fits``  the projected artifact fits ``gates.artifact_max_bytes``        size_blocked
 =================  ==============================================================  ================
@@ -66,8 +67,19 @@ class Preflight:
 
 
 def normalised_sha(diff: str) -> str:
-    """The duplicate key of a diff: sha256 of ``diffs.normalise``."""
+    """sha256 of ``diffs.normalise(diff)``."""
     return hashlib.sha256(diffs.normalise(diff).encode()).hexdigest()
+
+
+def duplicate_key(parent_tree_sha: str, diff: str) -> str:
+    """The duplicate key of a proposal: the same normalised diff on the same parent code. (The same
+    change on another parent is a different trial: that is how keeps are combined.)"""
+    return hashlib.sha256(f"{parent_tree_sha}\n{diffs.normalise(diff)}".encode()).hexdigest()
+
+
+def tree_key(tree_sha: str) -> str:
+    """The duplicate key of a resulting code tree: the exact code was already tried."""
+    return f"tree:{tree_sha}"
 
 
 _REGION = re.compile(r"^\s*#\s*region:\s*([\w.-]+)\s*$")
@@ -248,10 +260,13 @@ def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface:
     result.tree_sha = wsp.tree_sha(new_files)
     result.code_bytes = wsp.code_bytes(spec, new_files)
     if not empty:
-        result.normalised_sha = normalised_sha(diff)
+        result.normalised_sha = duplicate_key(wsp.tree_sha(parent_files), diff)
         if result.normalised_sha in seen:
-            return fail("not_duplicate", "duplicate", f"the same change (normalised diff "
+            return fail("not_duplicate", "duplicate", f"the same change on the same parent (normalised diff "
                         f"{result.normalised_sha[:12]}) was already tried in this campaign")
+        if tree_key(result.tree_sha) in seen:
+            return fail("not_duplicate", "duplicate", f"this exact code (tree {result.tree_sha[:12]}) was "
+                        "already tried in this campaign")
         ok("not_duplicate")
     for path in sorted(p for p in touched if p.endswith(".py") and p in new_files):
         try:

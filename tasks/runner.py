@@ -1073,15 +1073,31 @@ def open_campaign(ledger: Ledger, spec: Any, campaign: str, *, actor: str, arm: 
 
 
 def campaign_diff_shas(ledger: Ledger, campaign_id: uuid.UUID) -> set[str]:
-    """The normalised-diff shas of a campaign's proposals (duplicate detection). Reads the log."""
-    out: set[str] = set()
-    for rec in ledger.events(topics=(ev.TOPIC_OF[ev.TrialProposed],)):
+    """The duplicate keys of a campaign's trials (``preflight.duplicate_key`` of each proposal on its
+    parent's code, and ``preflight.tree_key`` of each trial's code). Reads the log."""
+    trees: dict[uuid.UUID, str] = {}
+    props: list[ev.TrialProposed] = []
+    baseline_tree = ""
+    for rec in ledger.events(topics=(ev.TOPIC_OF[ev.TrialProposed], ev.TOPIC_OF[ev.PreflightChecked],
+                                     ev.TOPIC_OF[ev.CampaignOpened])):
         e = rec.event
-        if isinstance(e, ev.TrialProposed) and e.campaign_id == campaign_id and e.diff_sha:
+        if isinstance(e, ev.CampaignOpened) and e.originator_id == campaign_id:
+            baseline_tree = str(e.config.get("baseline_tree", ""))
+        elif isinstance(e, ev.TrialProposed) and e.campaign_id == campaign_id:
+            props.append(e)
+        elif isinstance(e, ev.PreflightChecked) and e.tree_sha:
+            trees[e.originator_id] = e.tree_sha
+    out: set[str] = set()
+    for e in props:
+        tree = trees.get(e.originator_id)
+        if tree:
+            out.add(preflight.tree_key(tree))
+        parent_tree = trees.get(e.parent_id) if e.parent_id else baseline_tree
+        if e.diff_sha and parent_tree:
             with contextlib.suppress(Exception):
                 text = ledger.artifacts.get_text(e.diff_sha)
                 if text.strip():
-                    out.add(preflight.normalised_sha(text))
+                    out.add(preflight.duplicate_key(parent_tree, text))
     return out
 
 
@@ -1091,7 +1107,8 @@ def submit_trial(ledger: Ledger, spec: Any, *, campaign: str, diff: str | None, 
                  kind: str | None = None, gpus: int | None = None, **fields: Any) -> Submitted:
     """Propose a trial (numbered atomically), preflight it, and either label its preflight failure
     or request its launch. ``parent`` is a trial id or a trial number in this campaign (None: the
-    baseline). ``seen``: the campaign's normalised-diff shas (computed from the log if None).
+    baseline). ``seen``: the campaign's duplicate keys (``campaign_diff_shas``; computed from the log if
+    None).
     ``fields`` go to TrialProposed (expected_delta, prompt_sha, notes, confirms, backend, model,
     usage, cost_usd, seed)."""
     camp = open_campaign(ledger, spec, campaign, actor=actor)
