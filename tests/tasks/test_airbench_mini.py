@@ -8,7 +8,6 @@ wall times. The recipe is shrunk (one short epoch) by rewriting its knobs in the
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ import pytest
 
 from tasks.data import cache_dir, sha256_file
 from tasks.spec import check_task, load_task, set_knob
+from tests.tasks import evalmods
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = load_task("airbench-mini")
@@ -30,12 +30,7 @@ TINY = {"EPOCHS": 1, "LOG_TRAIN_ACC": False, "WIDTH": 8, "STEM_WIDTH": 8}
 
 
 def _evaluator_module(name: str):
-    path = str(SPEC.root / "evaluator")
-    sys.path.insert(0, path)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(path)
+    return evalmods.load(SPEC.root / "evaluator", name)
 
 
 EV = _evaluator_module("evaluate")

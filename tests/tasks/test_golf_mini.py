@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -17,6 +16,7 @@ import pytest
 
 from tasks.data import cache_dir, sha256_file
 from tasks.spec import load_task, set_knob
+from tests.tasks import evalmods
 from tests.tasks import golf_driver as drv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,11 +26,7 @@ EVAL_DIR = SPEC.root / "evaluator"
 
 
 def _evaluator_module(name: str):
-    sys.path.insert(0, str(EVAL_DIR))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(EVAL_DIR))
+    return evalmods.load(SPEC.root / "evaluator", name)
 
 
 A = _evaluator_module("artifact")

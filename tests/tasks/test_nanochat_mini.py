@@ -9,7 +9,6 @@ model, a few steps) by rewriting its knobs in the workspace copy.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import pytest
 
 from tasks.data import cache_dir, sha256_file
 from tasks.spec import check_task, load_task, set_knob
+from tests.tasks import evalmods
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = load_task("nanochat-mini")
@@ -34,12 +34,7 @@ TINY = {"N_LAYER": 1, "N_EMBD": 48, "N_HEAD": 2, "MAX_STEPS": 3, "WARMUP_STEPS":
 
 
 def _evaluator_module(name: str):
-    path = str(SPEC.root / "evaluator")
-    sys.path.insert(0, path)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(path)
+    return evalmods.load(SPEC.root / "evaluator", name)
 
 
 CT = _evaluator_module("core_tasks")
