@@ -125,7 +125,12 @@ def test_reduced_baseline_gets_a_valid_score(name: str, ledger, tmp_path: Path) 
     # the evaluator's budget is the task's choice for a dedicated machine; on a shared CI box it can
     # be too tight, and this test is about the runner, so give it room (the slow test keeps it)
     spec = _spec(name)
-    spec = load_task(_copy_task(spec, tmp_path / "task", eval_s=max(spec.budgets.eval_s, 300)))
+    copy = _copy_task(spec, tmp_path / "task", eval_s=max(spec.budgets.eval_s, 300))
+    if spec.gates.accuracy_min is not None:
+        # a shortened run cannot clear an accuracy gate; the gate has its own tests (test_*_mini.py)
+        toml = copy / "task.toml"
+        toml.write_text(re.sub(r'^(evaluate = ".*)"$', r'\1 --accuracy-min 0"', toml.read_text(), count=1, flags=re.M))
+    spec = load_task(copy)
     runner = _run(ledger, [spec])
     _need_data(spec, runner)
     fast = _fast_files(spec)

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model import ConfigError, Net, check_config, normalize, predict_tta  # noqa: E402
 
-ACCURACY_MIN = 0.965  # the gate; task.toml [gates] accuracy_min mirrors it (a test checks)
+ACCURACY_MIN = 0.962  # the gate; task.toml [gates] accuracy_min mirrors it (a test checks)
 ARTIFACT = "model.pt"
 CONFIG = "model.json"
 
@@ -62,7 +62,7 @@ def evaluate(runs: list[Path], wall_s: list[float], heldout: Path, code_bytes: i
     gates = [{"name": "accuracy", "passed": mean_acc >= accuracy_min, "value": round(mean_acc, 6),
               "limit": accuracy_min}]
     metrics = {"train_s": round(score, 4), "accuracy": round(mean_acc, 6),
-               "accuracy_std": round(float(np.std(accs)), 6),
+               "accuracy_std": round(float(np.std(accs)), 6), "accuracy_worst_run": round(min(accs), 6),
                "accuracy_runs": [round(a, 6) for a in accs], "train_s_runs": [round(w, 4) for w in wall_s],
                "artifact_bytes": artifact_bytes}
     if code_bytes is not None:
