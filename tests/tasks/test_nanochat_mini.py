@@ -14,7 +14,6 @@ import math
 import os
 import random
 import shutil
-import stat
 import subprocess
 import sys
 from collections import Counter
@@ -23,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from tasks.data import cache_dir, sha256_file
-from tasks.spec import check_task, load_task, set_knob
-from tests.tasks import evalmods
+from tasks.spec import check_task, load_task
+from tests.tasks import evalmods, minidriver
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = load_task("nanochat-mini")
@@ -40,38 +39,20 @@ def _evaluator_module(name: str):
 CT = _evaluator_module("core_tasks")
 EV = _evaluator_module("evaluate")
 
+def run_prepare(data: Path, cache: Path, offline: bool = False) -> subprocess.CompletedProcess:
+    return minidriver.run_prepare(SPEC, data, cache, offline)
+
+
+def stage_workspace(ws: Path, knobs: dict) -> None:
+    minidriver.stage_workspace(SPEC, ws, knobs)
+
+
+train = minidriver.train
+
 
 # ---------------------------------------------------------------------------------------- driver
 
 
-def run_prepare(data: Path, cache: Path, offline: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ARLEDGER_CACHE": str(cache)}
-    env.pop("ARLEDGER_OFFLINE", None)
-    if offline:
-        env["ARLEDGER_OFFLINE"] = "1"
-    cmd = SPEC.commands.prepare.format(python=sys.executable, data=data).split()
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-
-
-def stage_workspace(ws: Path, knobs: dict) -> None:
-    shutil.copytree(SPEC.recipe_path, ws, ignore=shutil.ignore_patterns("__pycache__"))
-    text = (ws / "train.py").read_text()
-    for name, value in knobs.items():
-        text = set_knob(text, name, value)
-    (ws / "train.py").write_text(text)
-    for rel in SPEC.stage_into_workspace:
-        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SPEC.root / rel, ws / rel)
-        (ws / rel).chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-
-
-def train(ws: Path, data: Path, out: Path, seed: int) -> subprocess.CompletedProcess:
-    out.mkdir(parents=True)
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env.update(ARLEDGER_DATA=str(data / "train"), ARLEDGER_OUT=str(out), ARLEDGER_SEED=str(seed),
-               ARLEDGER_THREADS="2", ARLEDGER_TIME_BUDGET_S="0", ARLEDGER_DEVICE="cpu", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "train.py"], cwd=ws, env=env, capture_output=True, text=True,
-                          timeout=300)
 
 
 @pytest.fixture(scope="module")
