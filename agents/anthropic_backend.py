@@ -2,7 +2,7 @@
 
 The model reads the lineage view, inspects any trial's code, edits a working copy that starts as
 the parent's files (exact, unique string replacement, editable files only), checks syntax and size,
-and ends with ``submit_trial``. The proposal's diff is ``tasks.diffs.make_diff(parent, working)``,
+and ends with ``submit_trial``. The proposal's diff is ``ledger.diffs.make_diff(parent, working)``,
 re-checked with ``parse``/``apply`` and against the specialist's surface before it is returned.
 
 Everything a run of the loop spends is counted (tokens of every kind, turns, HTTP requests,
@@ -29,8 +29,8 @@ from typing import Any
 import anthropic
 
 from agents.base import Proposal, ProposalContext, ProposalFailed
+from ledger import diffs
 from ledger.events import Usage
-from tasks import diffs
 
 log = logging.getLogger(__name__)
 

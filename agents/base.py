@@ -18,7 +18,7 @@ from ledger.events import Usage
 @dataclass
 class Proposal:
     hypothesis: str
-    diff: str  # unified diff against the parent's code (tasks.diffs format)
+    diff: str  # unified diff against the parent's code (ledger.diffs format)
     parent: int | None = None  # parent trial number; None = the current incumbent
     expected_delta: float | None = None
     notes: str = ""

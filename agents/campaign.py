@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agents.base import Backend, Proposal, ProposalFailed
+from ledger import diffs
 from ledger import events as ev
 from ledger.aggregates import Campaign, CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
@@ -42,7 +43,6 @@ from ledger.store import LedgerError
 from projections.lineage_view import render_lineage_view
 from projections.projector import Projector
 from projections.trials import TrialRow
-from tasks import diffs
 from tasks import preflight as pf
 from tasks import workspace as wsp
 from tasks.runner import open_campaign, submit_trial

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.base import Proposal, ProposalFailed, StructuredContext
-from tasks import diffs
+from ledger import diffs
 from tasks.spec import Knob, KnobValue, Patch, format_value, read_knob, set_knob
 
 BACKOFF_STATUSES = frozenset({"size_blocked", "train_budget_overrun", "eval_budget_overrun", "oom", "diverged",

@@ -24,7 +24,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from projections.diffscan import Analysis, analyse, apply, knob_lines, parse, regions
+from projections.diffscan import Analysis, analyse, apply_diff, knob_lines, regions
 from projections.lineage_view import clip, fmt_delta, fmt_score
 from projections.stats import NoiseReport
 from projections.trials import HARNESS_STATUSES, CampaignInfo, TrialRow, TrialTable
@@ -85,13 +85,13 @@ class CodeResolver:
             if r.parent_id is None:  # the root: the baseline
                 code = self._baseline(self.table.campaigns[r.campaign_id])
                 if code is None:
-                    code = apply({}, parse(d)) if (d is not None and r.kind == "baseline") else None
+                    code = apply_diff({}, d) if (d is not None and r.kind == "baseline") else None
                 elif d is not None and r.kind != "baseline":
-                    code = apply(code, parse(d))
+                    code = apply_diff(code, d)
             elif base is None:
                 code = None
             elif r.diff_sha:
-                code = apply(base, parse(d)) if d is not None else None
+                code = apply_diff(base, d) if d is not None else None
             else:
                 code = base  # no diff: the parent's code (a rerun)
             self._code[r.trial_id] = code

@@ -21,84 +21,32 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
+from ledger import diffs
+
 _DEF = re.compile(r"^(\s*)(?:async\s+)?(def|class)\s+([A-Za-z_][A-Za-z0-9_]*)")
 _KNOB_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?::\s*[^=]+)?=\s*(.+?)\s*(?:#.*)?$")
 _REGION = re.compile(r"^\s*#\s*region:?\s*([A-Za-z0-9_.\-]+)")
 _ENDREGION = re.compile(r"^\s*#\s*endregion\b")
 
-
-@dataclass
-class Hunk:
-    old_start: int
-    old_len: int
-    new_start: int
-    new_len: int
-    header: str
-    lines: list[str] = field(default_factory=list)
-
-
-@dataclass
-class FilePatch:
-    old_path: str | None
-    new_path: str | None
-    hunks: list[Hunk] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return self.new_path or self.old_path or ""
-
-
-class DiffParseError(ValueError):
-    pass
-
-
-def _strip_prefix(p: str) -> str | None:
-    p = p.strip().split("\t")[0]
-    if p == "/dev/null":
-        return None
-    if p.startswith(("a/", "b/")):
-        return p[2:]
-    return p
+# parsing and applying is ledger.diffs's (one strict implementation for the runner, the agents and
+# the audit); a diff it rejects is reported by analyse() with the parser's message
+FilePatch = diffs.FilePatch
+DiffParseError = diffs.DiffError
 
 
 def parse(diff: str) -> list[FilePatch]:
-    """Parse a unified diff (``---``/``+++`` file headers, ``@@`` hunks)."""
-    patches: list[FilePatch] = []
-    cur: FilePatch | None = None
-    hunk: Hunk | None = None
-    lines = diff.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
-            cur = FilePatch(_strip_prefix(line[4:]), _strip_prefix(lines[i + 1][4:]))
-            patches.append(cur)
-            hunk = None
-            i += 2
-            continue
-        m = _HUNK.match(line)
-        if m:
-            if cur is None:
-                raise DiffParseError("hunk before any file header")
-            hunk = Hunk(int(m.group(1)), int(m.group(2) or 1), int(m.group(3)), int(m.group(4) or 1), m.group(5) or "")
-            cur.hunks.append(hunk)
-        elif hunk is not None and line[:1] in (" ", "+", "-"):
-            hunk.lines.append(line)
-        elif hunk is not None and line == "":
-            hunk.lines.append(" ")
-        i += 1
-    return patches
+    """The file patches of a unified diff; raises DiffParseError with the parser's message."""
+    return diffs.parse(diff)
 
 
 def changed_lines(fp: FilePatch) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """(removed lines with old numbers, added lines with new numbers)."""
+    """(removed lines with old numbers, added lines with new numbers), without line endings."""
     removed: list[tuple[int, str]] = []
     added: list[tuple[int, str]] = []
     for h in fp.hunks:
         o, n = h.old_start, h.new_start
         for line in h.lines:
-            tag, text = line[:1], line[1:]
+            tag, text = line[:1], line[1:].rstrip("\r\n")
             if tag == " ":
                 o += 1
                 n += 1
@@ -113,38 +61,18 @@ def changed_lines(fp: FilePatch) -> tuple[list[tuple[int, str]], list[tuple[int,
 
 def apply(files: dict[str, str], patches: list[FilePatch]) -> dict[str, str] | None:
     """The files after the patches, or None if any context or removed line does not match."""
-    out = dict(files)
-    for fp in patches:
-        if fp.old_path is None:
-            old_lines: list[str] = []
-        else:
-            if fp.old_path not in out:
-                return None
-            old_lines = out[fp.old_path].splitlines(keepends=True)
-        new_lines: list[str] = []
-        pos = 0
-        for h in fp.hunks:
-            start = max(h.old_start - 1, 0) if h.old_len else h.old_start
-            if start < pos or start > len(old_lines):
-                return None
-            new_lines.extend(old_lines[pos:start])
-            pos = start
-            for line in h.lines:
-                tag, text = line[:1], line[1:]
-                if tag in (" ", "-"):
-                    if pos >= len(old_lines) or old_lines[pos].rstrip("\r\n") != text:
-                        return None
-                    if tag == " ":
-                        new_lines.append(old_lines[pos])
-                    pos += 1
-                elif tag == "+":
-                    new_lines.append(text + "\n")
-        new_lines.extend(old_lines[pos:])
-        if fp.old_path is not None and fp.old_path != fp.new_path:
-            out.pop(fp.old_path, None)
-        if fp.new_path is not None:
-            out[fp.new_path] = "".join(new_lines)
-    return out
+    try:
+        return diffs.apply_patches(files, patches)
+    except diffs.DiffError:
+        return None
+
+
+def apply_diff(files: dict[str, str], diff: str) -> dict[str, str] | None:
+    """The files after a diff, or None if it does not parse or does not apply."""
+    try:
+        return diffs.apply(files, diff)
+    except diffs.DiffError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +271,7 @@ def analyse(diff: str, parent_files: dict[str, str] | None = None) -> Analysis:
             ctx = _DEF.match(h.header)
             current = ctx.group(3) if ctx else None
             for line in h.lines:
-                tag, text = line[:1], line[1:]
+                tag, text = line[:1], line[1:].rstrip("\r\n")
                 m = _DEF.match(text)
                 if m:
                     current = m.group(3)

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger import diffs
 from ledger.events import Check
-from tasks import diffs
 from tasks import workspace as wsp
 
 LABELS = ("illegal_edit", "duplicate", "preflight_crash", "size_blocked")

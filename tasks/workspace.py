@@ -33,9 +33,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from ledger import diffs
 from ledger import events as ev
 from ledger.aggregates import Campaign
-from tasks import diffs
 
 MAX_FILE_BYTES = 4 << 20
 """The largest single file a workspace may hold (recipe code, not data)."""

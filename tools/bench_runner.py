@@ -29,9 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ledger import diffs  # noqa: E402
 from ledger import events as ev  # noqa: E402
 from ledger.audit import init_ledger  # noqa: E402
-from tasks import diffs, sandbox  # noqa: E402
+from tasks import sandbox  # noqa: E402
 from tasks import workspace as wsp  # noqa: E402
 from tasks.runner import Runner, submit_trial  # noqa: E402
 from tasks.spec import load_task  # noqa: E402

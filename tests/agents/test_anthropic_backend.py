@@ -18,7 +18,7 @@ from agents.anthropic_backend import (
     PriceTable,
 )
 from agents.base import Proposal, ProposalFailed
-from tasks import diffs
+from ledger import diffs
 from tests.agents.fake_anthropic import (
     Error,
     FakeAnthropic,

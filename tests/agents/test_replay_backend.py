@@ -10,7 +10,7 @@ import pytest
 
 from agents.base import Proposal, ProposalFailed
 from agents.replay_backend import ReplayBackend, ReplayFileError
-from tasks import diffs
+from ledger import diffs
 
 BASE = {"train.py": "LR = 0.01\nSTEPS = 100\n"}
 

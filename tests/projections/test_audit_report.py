@@ -128,8 +128,8 @@ def test_drift_corrections_and_noise() -> None:
 
 
 def test_hunk_header_fallback_without_code() -> None:
-    diff = ("--- a/train.py\n+++ b/train.py\n@@ -1,3 +1,3 @@\n-LR = 0.01\n+LR = 3e-4\n BETA2 = 0.95\n"
-            "@@ -40,4 +40,4 @@ class Model:\n     def forward(self, x):\n-        return x\n+        return 2 * x\n")
+    diff = ("--- a/train.py\n+++ b/train.py\n@@ -1,2 +1,2 @@\n-LR = 0.01\n+LR = 3e-4\n BETA2 = 0.95\n"
+            "@@ -40,2 +40,2 @@ class Model:\n     def forward(self, x):\n-        return x\n+        return 2 * x\n")
     a = analyse(diff)
     assert a.basis == "hunk headers"
     assert a.knobs == {"LR": ["0.01", "0.0003"]}

@@ -15,7 +15,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from tasks import diffs
+from ledger import diffs
 
 TRAIN_PY = '''\
 """stand-in recipe: writes VALUE as its model."""

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from ledger import diffs
 from ledger import events as ev
 from ledger.aggregates import Trial
 from ledger.audit import init_ledger, verify
-from tasks import diffs
 from tasks import workspace as wsp
 from tasks.runner import Runner, submit_trial
 from tasks.spec import load_task

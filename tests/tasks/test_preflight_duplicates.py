@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from tasks import diffs
+from ledger import diffs
 from tasks import preflight as pf
 from tasks import workspace as wsp
 from tasks.spec import load_task, set_knob

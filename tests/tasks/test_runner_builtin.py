@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from ledger import diffs
 from ledger.aggregates import Trial
 from ledger.audit import init_ledger, verify
-from tasks import diffs
 from tasks import workspace as wsp
 from tasks.runner import Runner, submit_trial
 from tasks.spec import TaskSpecError, load_task, set_knob

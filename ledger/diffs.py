@@ -1,5 +1,8 @@
 """Unified diffs between recipe trees: make, parse, check, apply — strictly.
 
+Shared by the runner side (workspaces, preflight), the agents and the projections (the audit's
+diff analysis), so it lives in the lowest layer.
+
 A trial's code is its parent's code plus one unified diff. Files are ``{relative path: text}``.
 ``apply`` never fuzzes: every context and removed line must match exactly, or the diff is
 rejected with a message naming the file and line. ``check_paths`` rejects any path that could
@@ -30,6 +33,7 @@ class Hunk:
     new_start: int
     new_len: int
     lines: list[str] = field(default_factory=list)  # each starts with ' ', '-' or '+'
+    header: str = ""  # the text after the second '@@' (git writes the enclosing def/class there)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class FilePatch:
 
 
 NO_NEWLINE = "\\ No newline at end of file\n"
-_HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)")
 
 
 def make_diff(old: dict[str, str], new: dict[str, str]) -> str:
@@ -111,7 +115,7 @@ def parse(diff: str) -> list[FilePatch]:
                 if not m:
                     raise DiffError(f"diff line {i + 1}: malformed hunk header {lines[i].strip()!r}")
                 hunk = Hunk(int(m[1]), int(m[2]) if m[2] is not None else 1,
-                            int(m[3]), int(m[4]) if m[4] is not None else 1)
+                            int(m[3]), int(m[4]) if m[4] is not None else 1, header=m[5].rstrip("\r\n"))
                 i += 1
                 old_seen = new_seen = 0
                 while i < len(lines) and (old_seen < hunk.old_len or new_seen < hunk.new_len):
@@ -197,8 +201,13 @@ def touched(diff: str) -> list[str]:
 
 def apply(files: dict[str, str], diff: str) -> dict[str, str]:
     """Apply ``diff`` to ``files`` exactly; returns a new dict. Raises DiffError on any mismatch."""
+    return apply_patches(files, parse(diff))
+
+
+def apply_patches(files: dict[str, str], patches: list[FilePatch]) -> dict[str, str]:
+    """Apply parsed file patches exactly (as ``apply``)."""
     out = dict(files)
-    for patch in parse(diff):
+    for patch in patches:
         if patch.old_path is None:
             if patch.new_path in out:
                 raise DiffError(f"diff creates {patch.new_path}, which already exists")
