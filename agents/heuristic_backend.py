@@ -36,9 +36,13 @@ or failed (unless it beat its parent by more than the threshold and only lost a 
 ``size_blocked``, ``train_budget_overrun``, ``eval_budget_overrun``, ``oom``, ``diverged`` or
 ``disqualified`` (the back-off ceiling); and ``ctx.check_surface`` must accept the diff.
 
-Steps: log-scale knobs x2 / x0.5 (x√2 for a half step), linear floats ±10% of the range, ints ±1
-(x2 / x0.5 when the range spans 16 or more, or the knob is log-scale), choices the neighbouring
-value, bools a flip; everything clamped to range and written with ``tasks.spec.set_knob``.
+Steps: a default step is x2 / x0.5 for log-scale knobs (x√2 for a half step), ±10% of the range for
+linear floats, ±1 for ints (x2 / x0.5 when the range spans 16 or more, or the knob is log-scale), the
+neighbouring value for choices, a flip for bools; everything clamped to range and written with
+``tasks.spec.set_knob``. Coarse to fine: a direction nobody has tried is first probed two default
+steps out for continuous knobs and wide int ranges (a probe that cannot move the score past the noise
+threshold wastes a trial); momentum then repeats the step that paid and an overshoot is retried
+with a smaller one.
 
 Evidence: a trial's *gain* is its improvement over its parent's score in the task's direction
 (else its ``delta`` against the incumbent); keep / discard with gain > 0 count as "improved", other
@@ -77,6 +81,7 @@ PATCH_NEW = EXPLORE
 LINEAR_STEP = 0.1  # a linear float's default step, as a fraction of its range
 WIDE_INT = 16  # an int knob whose range spans at least this many values moves by x2 / x0.5
 RANDOM_TRIES = 300
+PROBE_STEPS = 2.0  # a first probe's size in default steps (see probe_mag)
 
 Config = tuple[tuple[Any, ...], frozenset[str]]
 
@@ -272,6 +277,20 @@ def step_size(knob: Knob, before: Any, after: Any) -> float | None:
     if mode in ("index", "flip"):
         return abs(b - a)
     return abs(b - a) / base_step(knob)
+
+
+def probe_mag(knob: Knob, value: Any) -> float:
+    """How far an untried direction is first probed, in default steps: coarse to fine. A first probe
+    has to move the score by more than the noise threshold to be measurable at all, so continuous
+    knobs and wide int ranges are probed two default steps out (log scale x4 / x0.25, linear ±20% of
+    the range); choices, bools and narrow ints by one (the neighbouring value). Refinement follows
+    from the evidence: momentum repeats the step that paid, an overshoot retries with a smaller one."""
+    if step_mode(knob, value) in ("flip", "index"):
+        return 1.0
+    lo, hi = knob.range or (0.0, 0.0)
+    if knob.type == "int" and hi - lo < WIDE_INT:
+        return 1.0
+    return PROBE_STEPS
 
 
 def stepped(knob: Knob, value: Any, d: int, mag: float) -> KnobValue | None:
@@ -497,7 +516,10 @@ class _Search:
                             and x_v <= d * position(k, m.before) + 1e-12 * max(1.0, abs(pv))]
                 reverse = [m for m in history if m.d == -d and m.outcome in ("worsened", "failed", "crashed")
                            and x_v >= d * position(k, m.after) - 1e-12 * max(1.0, abs(pv))]
+                probe = probe_mag(k, v)
                 mags = {1.0: "a default step", 0.5: "a half step", 2.0: "a double step"}
+                mags = {probe: "a bold step (two default steps)" if probe > 1.0 else mags[probe],
+                        **{m: t for m, t in mags.items() if m != probe}}
                 best_momentum = max(momentum, key=lambda m: (m.gain or 0.0, m.trial)) if momentum else None
                 mom_mag = None
                 if best_momentum is not None:
@@ -513,11 +535,12 @@ class _Search:
                     tried.add(w)
                     if self.ceiling(k, v, w) is not None:
                         continue
-                    out.append(self.knob_candidate(k, v, w, d, mag, mom_mag, step_desc, history, momentum,
+                    out.append(self.knob_candidate(k, v, w, d, mag, probe, mom_mag, step_desc, history, momentum,
                                                    best_momentum, bad_ahead, reversal, reverse))
         return out
 
-    def knob_candidate(self, k: Knob, v: Any, w: Any, d: int, mag: float, mom_mag: float | None, step_desc: str,
+    def knob_candidate(self, k: Knob, v: Any, w: Any, d: int, mag: float, probe: float, mom_mag: float | None,
+                       step_desc: str,
                        history: list[Move], momentum: list[Move], best_momentum: Move | None,
                        bad_ahead: list[Move], reversal: list[Move], reverse: list[Move]) -> Candidate:
         x_w = d * (position(k, w) or 0.0)
@@ -559,15 +582,15 @@ class _Search:
                              "the full step overshoots", self.threshold, (m.trial,))
         if reverse:
             m = reverse[-1]
-            return Candidate(REVERSE if mag == 1.0 else NEUTRAL, "reverse", {k.name: w}, (),
+            return Candidate(REVERSE if mag == probe else NEUTRAL, "reverse", {k.name: w}, (),
                              f"{head}: {cite(m)}, so the other direction is the one left to test",
                              self.threshold, (m.trial,))
         if not history:
-            return Candidate(EXPLORE if mag == 1.0 else RETRY, "explore", {k.name: w}, (),
+            return Candidate(EXPLORE if mag == probe else RETRY, "explore", {k.name: w}, (),
                              f"{head}: no trial in this lineage has moved {k.name} yet, so {step_desc} probes "
                              "whether the current setting is off", self.threshold)
         cited = ", ".join(f"#{m.trial}" for m in history[-3:])
-        return Candidate(NEUTRAL if mag == 1.0 else RETRY, "neutral", {k.name: w}, (),
+        return Candidate(NEUTRAL if mag == probe else RETRY, "neutral", {k.name: w}, (),
                          f"{head}: earlier moves of {k.name} ({cited}) say nothing about this direction from "
                          f"{value_text(k, v)}, so {step_desc} probes it", self.threshold,
                          tuple(m.trial for m in history[-3:]))

@@ -16,8 +16,9 @@ import pytest
 from agents.base import Proposal, ProposalFailed
 from agents.heuristic_backend import HeuristicBackend, patch_in
 from agents.random_backend import RandomKnobBackend
+from ledger import diffs
 from projections.trials import TrialRow
-from tasks import diffs, preflight
+from tasks import preflight
 from tasks.spec import Knob, Surface, TaskSpec, format_value, load_task, read_knob, set_knob
 
 SPEC = load_task("golf-mini")
@@ -198,7 +199,8 @@ def test_after_a_divergence_it_never_goes_that_high_again():
         ctx.record(p, status="discard", score=1.51 + 0.001 * i)
     assert lr_moves, "it never moved LR again"
     first = lr_moves[0]
-    assert first[0] == (0.001, 0.0005) and "#1" in first[1] and "diverged" in first[1]  # the reverse first
+    # the reverse first, probed as boldly as any untried direction (x0.25)
+    assert first[0] == (0.001, 0.00025) and "#1" in first[1] and "diverged" in first[1]
     assert any(0.001 < after < 0.004 for (_, after), _ in lr_moves)  # then a smaller step up
 
 
@@ -308,6 +310,44 @@ def test_no_lineage_view_degrades_to_moves_from_the_incumbent():
         assert p.parent == 2 and diffs.apply(ctx.code[2], p.diff)
         assert p.diff not in diffs_seen
         diffs_seen.add(p.diff)
+
+
+def one_knob_spec(name: str) -> TaskSpec:
+    """golf-mini with a surface ``solo`` that owns only the knob ``name``."""
+    k = knob(name)
+    home = SPEC.surfaces[k.surface]
+    solo = Surface("solo", f"only {name}", ("train.py",), home.regions, (dataclasses.replace(k, surface="solo"),))
+    rest = dataclasses.replace(home, knobs=tuple(x for x in home.knobs if x.name != name))
+    return dataclasses.replace(SPEC, surfaces={**SPEC.surfaces, k.surface: rest, "solo": solo})
+
+
+def test_untried_directions_are_probed_boldly_then_refined():
+    """Coarse to fine: LR is first probed x4 / x0.25 (a default step, x2, rarely moves the score past
+    the noise); when both bold probes lose, the next moves are the smaller steps in between."""
+    ctx = Ctx("solo", task=one_knob_spec("LR"))
+    backend = HeuristicBackend(seed=4)
+    firsts, texts = [], []
+    for _ in range(2):
+        p = backend.propose(ctx)
+        firsts.append(changed_knobs(ctx, p)["LR"])
+        texts.append(p.hypothesis)
+        ctx.record(p, status="discard", score=1.56)  # worse than the baseline's 1.50
+    assert "bold step" in texts[0] and "the other direction" in texts[1]
+    assert sorted(firsts) == [(0.001, 0.00025), (0.001, 0.004)]
+    p = backend.propose(ctx)
+    after = changed_knobs(ctx, p)["LR"][1]
+    assert 0.00025 < after < 0.004 and after in (0.0005, 0.0007071, 0.001414, 0.002)  # x2 or x√2 either way
+    assert "smaller step" in p.hypothesis
+
+
+def test_a_bold_probe_that_pays_is_followed_with_the_same_stride():
+    ctx = Ctx("solo", task=one_knob_spec("TOK_MERGES"))
+    p = HeuristicBackend().propose(ctx)
+    assert changed_knobs(ctx, p) == {"TOK_MERGES": (0, 128)}  # 0 → two steps of 1024/16
+    ctx.record(p, status="keep", score=1.30)
+    q = HeuristicBackend().propose(ctx)
+    assert q.parent == 1 and changed_knobs(ctx, q) == {"TOK_MERGES": (128, 512)}  # log stride from there
+    assert "momentum" in q.notes
 
 
 def test_an_exhausted_surface_fails_empty():
