@@ -148,3 +148,25 @@ def test_campaign_without_surfaces_or_diffs_says_so() -> None:
     assert any("No trial in this campaign carries a diff" in n for n in c["notes"])
     assert any("No noise measurement" in n for n in c["notes"])
     assert "No noise level is known" in render_markdown(rep)
+
+
+def test_promotion_relabels_are_decisions_not_corrections() -> None:
+    """The campaign loop relabels a promoted trial keep: the audit counts it apart from corrections,
+    while a relabel to keep that no promotion backs is listed as a correction."""
+    b = Builder()
+    b.baseline(2.0)
+    n1 = b.trial("opt", "raise the learning rate", 1.90, "discard")
+    n2 = b.trial("opt", "lower beta2", 1.95, "discard")
+    t = b.trials[n1]
+    b.campaign.promote("agent:campaign", trial_id=t.id, number=n1, score=1.90, previous_trial_id=b.trials[0].id,
+                       previous_score=2.0, delta=-0.1, evidence=[t.id], at=b.clock)
+    b.take(b.campaign)
+    b.relabel(n1, "keep", "promoted: mean of 2 runs beats #0", actor="agent:campaign")
+    b.relabel(n2, "keep", "I like it", actor="human:bob")
+    rep = build_report(Projector.rebuild(b.recorded()))
+    c = rep["campaigns"][0]
+    assert [(x["number"], x["actor"]) for x in c["corrections"]] == [(n2, "human:bob")]
+    assert c["promotion_relabels"] == 1
+    md = render_markdown(rep)
+    assert "| 002 | relabel | discard → keep | human:bob |" in md
+    assert "Not listed: 1 label(s) set by the campaign's promotion rule" in md
