@@ -139,16 +139,20 @@ def status_cmd(ledger_url: str | None, as_json: bool) -> None:
             con.print("No campaigns yet.")
             return
         t = Table(show_header=True, header_style="bold")
+        numeric = ("trials", "keeps", "in flight", "start", "best", "change", "confirmed")
         for col in ("campaign", "task", "metric", "arm", "state", "trials", "keeps", "in flight", "start", "best",
-                    "change", "last activity"):
-            t.add_column(col, justify="right" if col in ("trials", "keeps", "in flight", "start", "best", "change")
-                         else "left", no_wrap=True)
+                    "change", "confirmed", "last activity"):
+            t.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
         for s in out:
             arrow = "↓" if s["direction"] == "min" else "↑"
             change = f"{s['rel_change_pct']:+.2f}%" if s["rel_change_pct"] is not None else "—"
             best = fmt_metric(s["best"]) + (f" (#{s['best_trial']})" if s["best_trial"] else "")
+            confirmed = "—"
+            if s["confirmed"] is not None:
+                confirmed = (f"{fmt_metric(s['confirmed'])} (#{s['confirmed_trial']}, "
+                             f"{s['confirmed_runs']} run{'s' if s['confirmed_runs'] != 1 else ''})")
             t.add_row(s["name"], s["task"], f"{s['metric']} {arrow}", s["arm"], s["state"], str(s["trials"]),
-                      str(s["keeps"]), str(s["in_flight"]), fmt_metric(s["start"]), best, change,
+                      str(s["keeps"]), str(s["in_flight"]), fmt_metric(s["start"]), best, change, confirmed,
                       _when(s["last_activity"]))
         con.print(t)
 

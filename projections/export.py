@@ -81,12 +81,23 @@ def campaign_summary(proj: Any, info: CampaignInfo) -> dict[str, Any]:
         # beyond the schema
         "title": info.config.get("title") or info.name, "arm": info.arm,
         "best_trial": best.number if best is not None else None,
+        # the defensible number: the incumbent's promoted score (the mean of its runs), as the
+        # campaign's promotion rule recorded it; best above is the best single keep run
+        **confirmed_best(info),
         "parallel_efficiency": thr["parallel_efficiency"], "parallel_slots": thr["parallel_slots"],
         "noise_sd": noise["noise_sd"] or None, "keeps_within_noise": noise["within_noise"],
         "cost_usd": cost["total"]["cost_usd"], "tokens": cost["total"]["tokens"],
         "compute_s": cost["total"]["compute_s"],
         "gates": info.config.get("gates") or {},
     }
+
+
+def confirmed_best(info: CampaignInfo) -> dict[str, Any]:
+    """The last promotion past the baseline: its score (mean of its runs), trial and run count."""
+    proms = [p for p in info.promotions if p.number != 0]
+    last = proms[-1] if proms else None
+    return {"confirmed": last.score if last else None, "confirmed_trial": last.number if last else None,
+            "confirmed_runs": last.evidence if last else None}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ SIGKILL of `arledger run` followed by `--resume`."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,9 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from agents.anthropic_backend import AnthropicBackend
 from agents.campaign import CampaignConfig, CampaignLoop
+from arledger.cli import cli
 from ledger import events as ev
 from ledger.app import Ledger
 from ledger.audit import init_ledger, verify
@@ -88,6 +91,15 @@ def test_heuristic_campaign_confirms_an_improvement(env):
     assert len(proposals) == 3
     assert all(p.prompt_sha and led.artifacts.get_text(p.prompt_sha) for p in proposals)  # the exact view shown
     assert verify(led).ok
+    # `arledger status` reports the promoted mean, with its trial and runs, beside the best single run
+    url = f"sqlite:{env[2]}/ledger.db"
+    res = CliRunner().invoke(cli, ["status", "--json", "--ledger", url], catch_exceptions=False)
+    camp = json.loads(res.output)["campaigns"][0]
+    last = promos[-1]
+    assert camp["confirmed"] == pytest.approx(last.score) and camp["confirmed_trial"] == last.number
+    assert camp["confirmed_runs"] == len(last.evidence) == 2 and out.best == pytest.approx(last.score)
+    res = CliRunner().invoke(cli, ["status", "--ledger", url], catch_exceptions=False)
+    assert f"(#{last.number}, 2 runs)" in res.output
 
 
 def test_anthropic_backend_in_a_campaign(env):
