@@ -15,8 +15,11 @@ combine                   9         a keep (or a trial that beat its parent by m
                                     patches of this surface that the incumbent lacks: borrow them
 momentum                  8         an earlier move of this knob in this direction improved and the
                                     incumbent sits at or beyond its start: repeat it (same step)
-explore / patch           7         a knob nobody has moved yet (a default step either way); a
+explore / patch           7         a knob nobody has moved yet (a bold step either way); a
                                     declared patch of this surface not yet tried
+reverse, sensitive knob   7         a move of this knob from about here worsened the score by more
+                                    than 3x the threshold: the knob matters, so go the other way
+                                    (ranked by half that loss, ahead of untouched knobs)
 momentum, other step      6         the improving direction with a half or double step
 reverse                   5         a move of this knob from about here worsened or failed: go the
                                     other way
@@ -82,6 +85,7 @@ LINEAR_STEP = 0.1  # a linear float's default step, as a fraction of its range
 WIDE_INT = 16  # an int knob whose range spans at least this many values moves by x2 / x0.5
 RANDOM_TRIES = 300
 PROBE_STEPS = 2.0  # a first probe's size in default steps (see probe_mag)
+SENSITIVE = 3.0  # a move that worsened the score by more than this x the threshold marks a sensitive knob
 
 Config = tuple[tuple[Any, ...], frozenset[str]]
 
@@ -581,7 +585,15 @@ class _Search:
             return Candidate(SMALLER, "smaller-step", {k.name: w}, (), f"{head}, a smaller step: {cite(m)}, so "
                              "the full step overshoots", self.threshold, (m.trial,))
         if reverse:
-            m = reverse[-1]
+            m = max(reverse, key=lambda r: (-(r.gain or 0.0) if r.outcome == "worsened" else 0.0, r.trial))
+            loss = -(m.gain or 0.0) if m.outcome == "worsened" else 0.0
+            if loss > SENSITIVE * self.threshold and mag == probe:
+                # the knob matters here: a move one way cost far more than the noise, so the other
+                # way is the likeliest gain on this surface, ahead of knobs nobody has touched
+                return Candidate(EXPLORE, "reverse-sensitive", {k.name: w}, (),
+                                 f"{head}: {cite(m)}, {loss / self.threshold:.0f}x the keep threshold, so "
+                                 f"{k.name} matters here and the other direction is the most promising move",
+                                 max(self.threshold, 0.5 * loss), (m.trial,))
             return Candidate(REVERSE if mag == probe else NEUTRAL, "reverse", {k.name: w}, (),
                              f"{head}: {cite(m)}, so the other direction is the one left to test",
                              self.threshold, (m.trial,))

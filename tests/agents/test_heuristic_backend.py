@@ -350,6 +350,21 @@ def test_a_bold_probe_that_pays_is_followed_with_the_same_stride():
     assert "momentum" in q.notes
 
 
+def test_a_costly_move_marks_a_sensitive_knob_whose_other_direction_goes_first():
+    ctx = Ctx("sched")  # threshold 0.01
+    ctx.add(0, "sched", status="discard", score=1.80, knobs={"MAX_STEPS": 250})  # cost 0.30: 30x the threshold
+    for seed in range(5):
+        p = HeuristicBackend(seed=seed).propose(ctx)
+        assert changed_knobs(ctx, p) == {"MAX_STEPS": (1000, 3000)}, p.hypothesis  # x4, clamped to the range
+        assert "#1" in p.hypothesis and "MAX_STEPS matters here" in p.hypothesis and "reverse-sensitive" in p.notes
+    # a loss inside the noise says nothing about the knob: untouched knobs and patches come first
+    quiet = Ctx("sched")
+    quiet.add(0, "sched", status="discard", score=1.505, knobs={"MAX_STEPS": 250})
+    for seed in range(5):
+        p = HeuristicBackend(seed=seed).propose(quiet)
+        assert "MAX_STEPS" not in changed_knobs(quiet, p), p.hypothesis
+
+
 def test_an_exhausted_surface_fails_empty():
     flags = Surface("flags", "one flag", ("train.py",), ("arch",), (dataclasses.replace(knob("QK_NORM"),
                                                                                         surface="flags"),))
