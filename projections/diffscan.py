@@ -30,16 +30,9 @@ _ENDREGION = re.compile(r"^\s*#\s*endregion\b")
 
 # parsing and applying is ledger.diffs's (one strict implementation for the runner, the agents and
 # the audit); a diff it rejects is reported by analyse() with the parser's message
-FilePatch = diffs.FilePatch
-DiffParseError = diffs.DiffError
 
 
-def parse(diff: str) -> list[FilePatch]:
-    """The file patches of a unified diff; raises DiffParseError with the parser's message."""
-    return diffs.parse(diff)
-
-
-def changed_lines(fp: FilePatch) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+def changed_lines(fp: diffs.FilePatch) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """(removed lines with old numbers, added lines with new numbers), without line endings."""
     removed: list[tuple[int, str]] = []
     added: list[tuple[int, str]] = []
@@ -57,14 +50,6 @@ def changed_lines(fp: FilePatch) -> tuple[list[tuple[int, str]], list[tuple[int,
                 added.append((n, text))
                 n += 1
     return removed, added
-
-
-def apply(files: dict[str, str], patches: list[FilePatch]) -> dict[str, str] | None:
-    """The files after the patches, or None if any context or removed line does not match."""
-    try:
-        return diffs.apply_patches(files, patches)
-    except diffs.DiffError:
-        return None
 
 
 def apply_diff(files: dict[str, str], diff: str) -> dict[str, str] | None:
@@ -218,8 +203,8 @@ def _meaningful(text: str) -> bool:
 
 def analyse(diff: str, parent_files: dict[str, str] | None = None) -> Analysis:
     try:
-        patches = parse(diff)
-    except DiffParseError as e:
+        patches = diffs.parse(diff)
+    except diffs.DiffError as e:
         return Analysis([], [], {}, "unknown", "hunk headers", error=str(e))
     files = sorted({fp.path for fp in patches})
     per_file = {fp.path: changed_lines(fp) for fp in patches}
@@ -228,7 +213,12 @@ def analyse(diff: str, parent_files: dict[str, str] | None = None) -> Analysis:
     if not any(removed[p] or added[p] for p in per_file):
         return Analysis(files, [], {}, "empty", "hunk headers", added, removed)
 
-    new_files = apply(parent_files, patches) if parent_files is not None else None
+    new_files = None
+    if parent_files is not None:
+        try:
+            new_files = diffs.apply_patches(parent_files, patches)
+        except diffs.DiffError:
+            pass
     if new_files is not None and parent_files is not None:
         functions: set[str] = set()
         knobs: dict[str, list[str | None]] = {}
