@@ -16,13 +16,14 @@ from tasks.spec import set_knob
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_prepare(SPEC: Any, data: Path, cache: Path, offline: bool = False) -> subprocess.CompletedProcess:
+def run_prepare(SPEC: Any, data: Path, cache: Path, offline: bool = False,
+                timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "ARLEDGER_CACHE": str(cache)}
     env.pop("ARLEDGER_OFFLINE", None)
     if offline:
         env["ARLEDGER_OFFLINE"] = "1"
     cmd = SPEC.commands.prepare.format(python=sys.executable, data=data).split()
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def stage_workspace(SPEC: Any, ws: Path, knobs: dict) -> None:

@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 
 from tasks.data import cache_dir, sha256_file
 from tasks.spec import load_task, set_knob
-from tests.tasks import evalmods
+from tests.tasks import evalmods, minidriver
 from tests.tasks import golf_driver as drv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,12 +39,7 @@ def evaluate_in_process(runs: list[Path], data: Path, code_bytes: int) -> dict:
 
 
 def run_prepare(data: Path, cache: Path, offline: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ARLEDGER_CACHE": str(cache)}
-    env.pop("ARLEDGER_OFFLINE", None)
-    if offline:
-        env["ARLEDGER_OFFLINE"] = "1"
-    cmd = SPEC.commands.prepare.format(python=sys.executable, data=data).split()
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return minidriver.run_prepare(SPEC, data, cache, offline, timeout=600)
 
 
 @pytest.fixture(scope="module")
