@@ -521,9 +521,9 @@ class _Search:
                 reverse = [m for m in history if m.d == -d and m.outcome in ("worsened", "failed", "crashed")
                            and x_v >= d * position(k, m.after) - 1e-12 * max(1.0, abs(pv))]
                 probe = probe_mag(k, v)
-                mags = {1.0: "a default step", 0.5: "a half step", 2.0: "a double step"}
-                mags = {probe: "a bold step (two default steps)" if probe > 1.0 else mags[probe],
-                        **{m: t for m, t in mags.items() if m != probe}}
+                mags = {probe: "a bold step (two default steps)" if probe > 1.0 else "a default step"}
+                for step, text in ((1.0, "a default step"), (0.5, "a half step"), (2.0, "a double step")):
+                    mags.setdefault(step, text)
                 best_momentum = max(momentum, key=lambda m: (m.gain or 0.0, m.trial)) if momentum else None
                 mom_mag = None
                 if best_momentum is not None:

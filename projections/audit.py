@@ -223,10 +223,14 @@ def campaign_report(proj: Any, info: CampaignInfo, resolver: CodeResolver) -> di
     # the runner labels every scored trial discard; the campaign's promotion rule relabels the ones
     # it promotes (IncumbentPromoted names the evidence): those are decisions, not corrections
     promoted = {p.number for p in info.promotions}
-    relabels = [c for c in table.corrections if c["campaign"] == info.name]
-    by_rule = [c for c in relabels if c["kind"] == "relabel" and c["to"] in ("keep", "baseline")
-               and c["number"] in promoted]
-    corrections = [c for c in relabels if c not in by_rule]
+    corrections, by_rule = [], 0
+    for c in table.corrections:
+        if c["campaign"] != info.name:
+            continue
+        if c["kind"] == "relabel" and c["to"] in ("keep", "baseline") and c["number"] in promoted:
+            by_rule += 1
+        else:
+            corrections.append(c)
     harness = [{"number": r.number, "status": r.status, "specialist": r.specialist,
                 "hypothesis": r.hypothesis, "excerpt": r.excerpt or r.reason, "quarantined": r.quarantined}
                for r in rows if r.status in HARNESS_STATUSES]
@@ -249,7 +253,7 @@ def campaign_report(proj: Any, info: CampaignInfo, resolver: CodeResolver) -> di
         "campaign": info.name, "task": info.task, "metric": info.metric, "direction": info.direction,
         "arm": info.arm, "imported": imported[-1] if imported else None, "notes": notes,
         "submissions_summary": summary, "submissions": subs, "evaluation_drift": drift,
-        "corrections": corrections, "promotion_relabels": len(by_rule), "harness_failures": harness,
+        "corrections": corrections, "promotion_relabels": by_rule, "harness_failures": harness,
         "noise": {"noise_sd": noise["noise_sd"], "source": noise["source"], "keeps": len(noise["keeps"]),
                   "within_noise": within,
                   "single_run_within_noise": [k for k in within if k["single_run"]]},

@@ -66,11 +66,6 @@ class Preflight:
         return self.passed, self.checks, self.label
 
 
-def normalised_sha(diff: str) -> str:
-    """sha256 of ``diffs.normalise(diff)``."""
-    return hashlib.sha256(diffs.normalise(diff).encode()).hexdigest()
-
-
 def duplicate_key(parent_tree_sha: str, diff: str) -> str:
     """The duplicate key of a proposal: the same normalised diff on the same parent code. (The same
     change on another parent is a different trial: that is how keeps are combined.)"""

@@ -47,7 +47,7 @@ echo "== arledger init"
 : > empty.diff
 echo "== trial submit (golf-mini baseline)"
 "$PY" -m arledger.cli trial submit --ledger "$LEDGER" --task golf-mini --diff empty.diff \
-  --hypothesis "baseline on CUDA" --campaign gpu-check
+  --hypothesis "golf-mini baseline (gpu_check)" --campaign gpu-check
 if [[ "$ON_CPU" == 1 ]]; then GPU_ARGS=(); else GPU_ARGS=(--gpus "$GPU"); fi
 echo "== arledger runner --once ${GPU_ARGS[*]:-(on the CPU)}"
 "$PY" -m arledger.cli runner --ledger "$LEDGER" --once "${GPU_ARGS[@]}" --work-root "$WORK/work" \
