@@ -1,8 +1,8 @@
 """`arledger run --backend openai --base-url http://127.0.0.1:PORT/v1 --model M` end to end: a campaign
 on the stand-in task whose specialist is a scripted conversation served by a local Chat Completions
 server, through the real ``openai`` SDK, the real runner and a real ledger. The proposals' usage
-and cost land in the ledger; an edit outside the specialist's region is refused at edit time with
-the task's own reason, and the model's correction is what gets trained."""
+and cost land in the ledger; an edit outside the specialist's region (or moving its markers) is refused at
+edit time with the task's own reason, and the model's correction is what gets trained."""
 
 from __future__ import annotations
 
@@ -34,9 +34,11 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def script() -> list[Any]:
     def refused(body: dict[str, Any]) -> dict[str, Any]:
-        out = tool_messages(body)[0]["content"]
-        # the task's own region rule, at edit time, with the reason
-        assert out.startswith("error: edit refused") and "outside region(s) opt" in out, out
+        outside, markers = (m["content"] for m in tool_messages(body))
+        # the task's own region rules, at edit time, with the reason: lines outside the region, and
+        # an edit inside it that would move the region's markers
+        assert outside.startswith("error: edit refused") and "outside region(s) opt" in outside, outside
+        assert markers.startswith("error: edit refused") and "markers" in markers, markers
         return completion(call("edit_file", path="train.py", old_string="VALUE = 1.0", new_string="VALUE = 0.5"),
                           prompt_tokens=1500, completion_tokens=30, cached_tokens=1000)
 
@@ -51,6 +53,8 @@ def script() -> list[Any]:
         # proposal 1: a look at the lineage, an edit outside the region (refused), the correction, submit
         completion(call("view_lineage"), prompt_tokens=1000, completion_tokens=20),
         completion(call("edit_file", path="train.py", old_string='SHARED = ', new_string='SHARED = "" or '),
+                   call("edit_file", path="train.py", old_string="SLEEP = 0.0\n",
+                        new_string="SLEEP = 0.0\n# endregion\n# region: opt\n"),
                    prompt_tokens=1200, completion_tokens=25, cached_tokens=900),
         refused,
         completion(call("submit_trial", hypothesis="Halve VALUE: lower is better", expected_delta=-0.5),
