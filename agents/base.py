@@ -31,10 +31,14 @@ class Proposal:
 
 class ProposalFailed(Exception):
     """No usable proposal. ``kind``: empty | refused | no_tool_call | invalid_diff | outside_surface |
-    too_large | turn_limit | api_error | no_api_key. ``usage``/``cost_usd`` are still recorded."""
+    too_large | turn_limit | api_error | no_api_key. Whatever the attempt produced and spent is kept:
+    ``usage``/``cost_usd`` (every request, retries included), the ``transcript``, the ``backend`` and
+    ``model`` that were asked, and — when the model got as far as submit_trial — its ``hypothesis``,
+    ``expected_delta``, ``parent`` and ``diff``."""
 
     def __init__(self, kind: str, message: str, *, usage: Usage | None = None, cost_usd: float = 0.0,
-                 diff: str = "", hypothesis: str = "", transcript: str = ""):
+                 diff: str = "", hypothesis: str = "", transcript: str = "", backend: str = "", model: str = "",
+                 expected_delta: float | None = None, parent: int | None = None):
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -43,6 +47,18 @@ class ProposalFailed(Exception):
         self.diff = diff
         self.hypothesis = hypothesis
         self.transcript = transcript
+        self.backend = backend
+        self.model = model
+        self.expected_delta = expected_delta
+        self.parent = parent
+
+
+class MissingAPIKey(ProposalFailed):
+    """An API backend has no key to send: raised when it is constructed, before any campaign work.
+    The message names the environment variable to set."""
+
+    def __init__(self, message: str):
+        super().__init__("no_api_key", message)
 
 
 class ProposalContext(Protocol):

@@ -80,6 +80,9 @@ class CampaignConfig:
     token_budget: int = 6000
     model: str | None = None
     thinking_budget: int = 0
+    base_url: str | None = None  # the API server of an LLM backend (openai: any Chat Completions server)
+    price_in: float | None = None  # USD per million input tokens, for whatever model the backend calls
+    price_out: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,18 +161,30 @@ def make_backend(name: str, cfg: CampaignConfig) -> Backend:
         from agents.random_backend import RandomKnobBackend
 
         return RandomKnobBackend(seed=cfg.seed)
-    if name == "anthropic":
-        from agents.anthropic_backend import AnthropicBackend
+    if name in ("anthropic", "openai"):
+        from agents import anthropic_backend, openai_backend
+        from agents.base import MissingAPIKey
+        from agents.prices import ANY_MODEL, Price
 
-        kw: dict[str, Any] = {"thinking_budget": cfg.thinking_budget}
+        module = anthropic_backend if name == "anthropic" else openai_backend
+        kw: dict[str, Any] = {"base_url": cfg.base_url}
         if cfg.model:
             kw["model"] = cfg.model
-        return AnthropicBackend(**kw)
+        if cfg.price_in is not None or cfg.price_out is not None:
+            kw["prices"] = module.default_prices().with_prices(
+                {ANY_MODEL: Price.flat(cfg.price_in or 0.0, cfg.price_out or 0.0)})
+        try:
+            if name == "anthropic":
+                return anthropic_backend.AnthropicBackend(thinking_budget=cfg.thinking_budget, **kw)
+            return openai_backend.OpenAIBackend(**kw)
+        except (MissingAPIKey, ValueError) as e:
+            raise CampaignError(str(e)) from None
     if name.startswith("replay:"):
         from agents.replay_backend import ReplayBackend
 
         return ReplayBackend(name.split(":", 1)[1])
-    raise CampaignError(f"unknown backend {name!r}; use heuristic (offline, default), anthropic, random or replay:FILE")
+    raise CampaignError(f"unknown backend {name!r}; use heuristic (offline, default), anthropic, openai, random "
+                        "or replay:FILE")
 
 
 class Context:
@@ -227,7 +242,8 @@ class Context:
         res = pf.check(self.task, files, diff, surface=None if self.surface == "*" else self.surface,
                        seen=set(), allow_empty=False)
         for c in res.checks:
-            if not c.ok and c.name in ("parses", "paths_inside", "evaluator", "surface", "size_limit", "applies"):
+            if not c.ok and c.name in ("parses", "paths_inside", "evaluator", "surface", "regions", "size_limit",
+                                       "applies"):
                 return f"{c.name}: {c.detail}"
         return None
 

@@ -31,7 +31,8 @@ def register(cli: click.Group) -> None:
 @click.option("--task", default="golf-mini", show_default=True, help="A built-in task name or a task directory.")
 @click.option("--name", default=None, help="Campaign name (default: TASK-DATE-TIME).")
 @click.option("--backend", default="heuristic", show_default=True,
-              help="heuristic (offline), anthropic (needs ANTHROPIC_API_KEY), random, or replay:FILE.")
+              help="heuristic (offline), anthropic (needs ANTHROPIC_API_KEY), openai (OPENAI_API_KEY; any Chat "
+              "Completions server with --base-url), random, or replay:FILE.")
 @click.option("--arm", default="lineage", show_default=True,
               help="lineage | no-lineage (view blanked but for the best) | generic:N | single.")
 @click.option("--specialists", default=None, help="Comma-separated subset of the task's specialists.")
@@ -50,15 +51,22 @@ def register(cli: click.Group) -> None:
               help="Parallel trials of the local runner (default: CPU cores / the task's cpu_threads).")
 @click.option("--k", "k", type=float, default=None, help="Noise multiplier: a keep must beat k x sd.")
 @click.option("--confirmations", type=int, default=None, help="Confirmation runs per candidate keep.")
-@click.option("--model", default=None, help="Model for the anthropic backend.")
+@click.option("--model", default=None, help="Model for the anthropic or openai backend.")
+@click.option("--base-url", default=None, metavar="URL",
+              help="API server of the LLM backend, e.g. http://127.0.0.1:8000/v1 for a local vLLM, llama.cpp or "
+              "Ollama server (openai: no key needed on this machine or a private network).")
+@click.option("--price-in", type=float, default=None, metavar="USD",
+              help="Price per million input tokens of the backend's model (0 for a local model).")
+@click.option("--price-out", type=float, default=None, metavar="USD",
+              help="Price per million output tokens of the backend's model (0 for a local model).")
 @click.option("--thinking-budget", type=int, default=0, help="Extended-thinking tokens (anthropic).")
 @click.option("--resume", is_flag=True, help="Continue the most recent (or --name) interrupted campaign.")
 @click.option("--quiet", is_flag=True, help="No live display; one line per event.")
 def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: str, specialists: str | None,
         max_trials: int, deadline_min: float | None, grace: int | None, max_usd: float | None,
         max_compute_h: float | None, in_flight: int, stagger: float, seed: int, runners: str, slots: int | None,
-        k: float | None, confirmations: int | None, model: str | None, thinking_budget: int, resume: bool,
-        quiet: bool) -> None:
+        k: float | None, confirmations: int | None, model: str | None, base_url: str | None,
+        price_in: float | None, price_out: float | None, thinking_budget: int, resume: bool, quiet: bool) -> None:
     """Run a campaign: specialists propose, runners train, evaluators score, the ledger keeps it all.
 
     With no options: the SQLite ledger under .arledger/ (made if missing), task golf-mini, offline
@@ -91,7 +99,7 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
                 max_trials=max_trials, deadline_s=deadline_min * 60 if deadline_min else None, grace=grace,
                 max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
                 runners=runners, slots=slots or 1, k=k, confirmations=confirmations, model=model,
-                thinking_budget=thinking_budget)
+                base_url=base_url, price_in=price_in, price_out=price_out, thinking_budget=thinking_budget)
         try:
             spec = load_task(task)
         except (TaskSpecError, FileNotFoundError, KeyError) as e:

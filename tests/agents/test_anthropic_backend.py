@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from agents.anthropic_backend import (
-    DEFAULT_PRICES,
-    NUDGE,
-    AnthropicBackend,
-    MissingAPIKey,
-    Price,
-    PriceTable,
-)
-from agents.base import Proposal, ProposalFailed
+from agents.anthropic_backend import DEFAULT_PRICES, AnthropicBackend, default_prices
+from agents.base import MissingAPIKey, Proposal, ProposalFailed
+from agents.prices import Price
+from agents.tool_loop import NUDGE
 from ledger import diffs
 from tests.agents.fake_anthropic import (
     Error,
@@ -29,73 +23,10 @@ from tests.agents.fake_anthropic import (
     tool,
     tool_results,
 )
-
-TRAIN = """import math
-
-LR = 0.01
-STEPS = 100
-SEED = 0  # owned by the harness
-
-
-def train():
-    return math.exp(-LR * STEPS)
-"""
-EVALUATE = """def score(x):
-    return x
-"""
-BASE = {"train.py": TRAIN, "evaluate.py": EVALUATE}
+from tests.agents.toy_context import BASE, EVALUATE, TRAIN, ToyContext
 
 # the SDK warns that the default model is deprecated; that is the SDK's news, not this test's
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
-
-
-@dataclass
-class ToyContext:
-    """A ProposalContext over three hand-made trials of a two-file recipe (no ledger)."""
-
-    specialist: str = "opt"
-    surface: str = "optimizer"
-    preamble: str = "You own the optimizer: learning rate, schedule, steps."
-    task_name: str = "toy"
-    metric: str = "val_loss"
-    direction: str = "min"
-    seed: int = 0
-    best: int = 0
-    trials: dict[int, dict[str, str]] = field(default_factory=lambda: {
-        0: dict(BASE),
-        1: {**BASE, "train.py": TRAIN.replace("STEPS = 100", "STEPS = 200")},
-        2: {**BASE, "train.py": TRAIN.replace("LR = 0.01", "LR = 0.05")},
-    })
-    queries: list[str] = field(default_factory=list)
-
-    def lineage_text(self) -> str:
-        return "LINEAGE: #0 baseline val_loss=0.37 | #1 opt STEPS=200 discard | #2 opt LR=0.05 crash"
-
-    def query_trials(self, query: str) -> str:
-        self.queries.append(query)
-        return f"result of {query!r}"
-
-    def incumbent(self) -> int:
-        return self.best
-
-    def trial_files(self, number: int) -> dict[str, str]:
-        return dict(self.trials[number])
-
-    def trial_diff(self, a: int, b: int) -> str:
-        return diffs.make_diff(self.trials[a], self.trials[b])
-
-    def editable_files(self) -> list[str]:
-        return ["train.py"]
-
-    def check_size(self, files: dict[str, str]) -> str:
-        return f"ok: {sum(len(t) for t in files.values())} bytes of code, cap 16000000"
-
-    def check_surface(self, parent: int, diff: str) -> str | None:
-        code = self.trials[parent]
-        seed_line = code["train.py"].splitlines().index("SEED = 0  # owned by the harness") + 1
-        if seed_line in diffs.changed_lines(code, diff).get("train.py", set()):
-            return f"train.py line {seed_line} (SEED) belongs to the harness"
-        return None
 
 
 FAST = {"backoff_s": 0.001, "timeout_s": 10}
@@ -221,7 +152,7 @@ def test_unknown_model_costs_zero_with_a_note_and_custom_prices_apply():
     assert "no price known for model 'claude-unknown-9'" in proposal.transcript
     assert api.bodies[0]["model"] == "claude-unknown-9"
 
-    table = PriceTable({"claude-unknown-9": Price(1.0, 2.0, 0.0, 0.0)})
+    table = default_prices().with_prices({"claude-unknown-9": Price(1.0, 2.0, 0.0, 0.0)})
     assert table.lookup("claude-unknown-9") == Price(1.0, 2.0, 0.0, 0.0)
     assert table.lookup("claude-sonnet-4-5-20250929") == DEFAULT_PRICES["claude-sonnet-4-5"]
     assert table.lookup("claude-opus-4") == DEFAULT_PRICES["claude-opus-4-0"]
@@ -260,8 +191,9 @@ def test_other_tools_and_their_errors_reach_the_model():
         check,
     ]
     ctx = ToyContext()
-    failure, api = expect_failure(steps, "empty", ctx)  # nothing was edited successfully
-    assert "no edits" in failure.message
+    # nothing was edited successfully, and the one edit outside the surface is named
+    failure, api = expect_failure(steps, "outside_surface", ctx)
+    assert "no accepted edits" in failure.message and "evaluate.py" in failure.message
     assert ctx.queries == ["status crash"]
     assert failure.usage.turns == 2
 
@@ -326,15 +258,60 @@ def test_submit_on_a_parent_the_edits_do_not_apply_to_is_invalid_diff():
     assert failure.hypothesis.startswith("A larger learning rate")
 
 
-def test_a_diff_outside_the_surface():
+def test_an_edit_outside_the_surface_is_refused_at_edit_time_and_the_model_can_correct_it():
+    def refused(body: dict[str, Any]) -> dict[str, Any]:
+        r = tool_results(body)[0]
+        assert r["is_error"] is True
+        assert "edit refused" in r["content"] and "SEED" in r["content"] and "harness" in r["content"]
+        assert "unchanged" in r["content"]
+        return reply(tool("read_file", path="train.py"))
+
+    def unchanged(body: dict[str, Any]) -> dict[str, Any]:
+        assert "SEED = 0  # owned" in result_text(body)  # the working copy kept the harness line
+        return edit_lr()
+
+    steps = [
+        reply(tool("edit_file", path="train.py", old_string="SEED = 0", new_string="SEED = 1")),
+        refused, unchanged, submit(),
+    ]
+    with served(steps) as (api, backend):
+        proposal = backend.propose(ToyContext())
+    assert "+LR = 0.02" in proposal.diff and "SEED = 1" not in proposal.diff
+
+
+def test_a_submission_whose_every_edit_was_refused_is_outside_surface_with_the_refused_diff():
     steps = [
         reply(tool("edit_file", path="train.py", old_string="SEED = 0", new_string="SEED = 1")),
         submit(),
     ]
     failure, _ = expect_failure(steps, "outside_surface")
-    assert "SEED" in failure.message and "harness" in failure.message
-    assert "+SEED = 1" in failure.diff
+    assert "SEED" in failure.message and "harness" in failure.message and "no accepted edits" in failure.message
+    assert "+SEED = 1" in failure.diff and failure.parent == 0  # what was attempted, for preflight to label
     assert failure.usage.turns == 2
+    # the failure keeps what the model said it would do, and who said it
+    assert failure.hypothesis.startswith("A larger learning rate") and failure.expected_delta == -0.02
+    assert failure.model == "claude-sonnet-4-5" and failure.backend == "anthropic"
+    assert "[tool_use edit_file" in failure.transcript and "edit refused" in failure.transcript
+
+
+def test_tool_input_that_is_not_an_object_is_a_tool_error_with_no_warnings(capfd: pytest.CaptureFixture[str]):
+    def check(body: dict[str, Any]) -> dict[str, Any]:
+        results = tool_results(body)
+        assert [r["is_error"] for r in results] == [True, True]
+        assert all("must be a JSON object" in r["content"] for r in results)
+        # the API takes back only objects: the bad input was replaced in the echoed turn
+        echoed = body["messages"][-2]["content"]
+        assert [c["input"] for c in echoed] == [{}, {}]
+        return edit_lr()
+
+    bad = [{"type": "tool_use", "name": "edit_file", "input": "LR = 0.02"},
+           {"type": "tool_use", "name": "read_file", "input": ["train.py"]}]
+    with served([reply(*bad), check, submit()]) as (api, backend):
+        proposal = backend.propose(ToyContext())
+    assert "+LR = 0.02" in proposal.diff
+    assert "] LR = 0.02\n" in proposal.transcript  # the transcript keeps what the model really sent
+    err = capfd.readouterr().err
+    assert "Pydantic" not in err and "Warning" not in err, err
 
 
 def test_an_empty_answer():
