@@ -10,9 +10,12 @@ campaign loop records that as a labelled outcome, never a crash of the loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ledger.events import Usage
+from ledger.objective import Objective
+from projections.records import TrialRow
+from tasks.spec import TaskSpec
 
 
 @dataclass
@@ -110,8 +113,8 @@ class StructuredContext(ProposalContext, Protocol):
     specialist, surface, kind, hypothesis, status, score, delta, excerpt, ...), *already filtered by
     the arm*: under ``no-lineage`` it holds only the baseline and the current best."""
 
-    task: Any  # tasks.spec.TaskSpec
+    task: TaskSpec
     arm: str
-    threshold: float  # the improvement a keep must exceed (max(min_delta, k * sd))
+    objective: Objective  # direction and the keep rule: a keep improves by more than objective.threshold
 
-    def trials(self) -> list[Any]: ...
+    def trials(self) -> list[TrialRow]: ...

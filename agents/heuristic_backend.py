@@ -42,7 +42,7 @@ or failed (unless it beat its parent by more than the threshold and only lost a 
 Steps: a default step is x2 / x0.5 for log-scale knobs (x√2 for a half step), ±10% of the range for
 linear floats, ±1 for ints (x2 / x0.5 when the range spans 16 or more, or the knob is log-scale), the
 neighbouring value for choices, a flip for bools; everything clamped to range and written with
-``tasks.spec.set_knob``. Coarse to fine: a direction nobody has tried is first probed two default
+``tasks.knobs.set_knob``. Coarse to fine: a direction nobody has tried is first probed two default
 steps out for continuous knobs and wide int ranges (a probe that cannot move the score past the noise
 threshold wastes a trial); momentum then repeats the step that paid and an overshoot is retried
 with a smaller one.
@@ -69,278 +69,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.base import Proposal, ProposalFailed, StructuredContext
+from agents.heuristic_moves import (
+    BACKOFF_STATUSES,
+    CRASH_STATUSES,
+    DEAD_STATUSES,
+    SCORED_STATUSES,
+    Config,
+    Move,
+    TrialChange,
+    TrialCode,
+    campaign_key,
+    move_verb,
+    outcome_text,
+    patch_applicable,
+    position,
+    probe_mag,
+    same,
+    step_size,
+    stepped,
+    tidy,
+    value_text,
+)
 from ledger import diffs
-from tasks.spec import Knob, KnobValue, Patch, format_value, read_knob, set_knob
-
-BACKOFF_STATUSES = frozenset({"size_blocked", "train_budget_overrun", "eval_budget_overrun", "oom", "diverged",
-                              "disqualified"})
-CRASH_STATUSES = frozenset({"crash", "preflight_crash", "illegal_edit"})
-DEAD_STATUSES = BACKOFF_STATUSES | CRASH_STATUSES | {"discard"}
-SCORED_STATUSES = frozenset({"keep", "discard", "baseline"})
+from projections.records import TrialRow
+from tasks.knobs import set_knob
+from tasks.spec import Knob, KnobValue
 
 COMBINE, MOMENTUM, EXPLORE, MOMENTUM_ALT, REVERSE, SMALLER, NEUTRAL, RETRY, AGAINST, RANDOM = (
     9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
 PATCH_NEW = EXPLORE
-LINEAR_STEP = 0.1  # a linear float's default step, as a fraction of its range
-WIDE_INT = 16  # an int knob whose range spans at least this many values moves by x2 / x0.5
 RANDOM_TRIES = 300
-PROBE_STEPS = 2.0  # a first probe's size in default steps (see probe_mag)
 SENSITIVE = 3.0  # a move that worsened the score by more than this x the threshold marks a sensitive knob
-
-Config = tuple[tuple[Any, ...], frozenset[str]]
-
-
-# -------------------------------------------------------------------------------------------------
-# reading trials' code
-
-
-def patch_in(text: str, patch: Patch) -> bool:
-    """True if ``patch`` is applied in ``text``: its replace text is present and its find text is
-    not (apart from inside the replace text)."""
-    return bool(patch.replace) and patch.replace in text and patch.find not in text.replace(patch.replace, "")
-
-
-def patch_applicable(text: str, patch: Patch) -> bool:
-    return not patch_in(text, patch) and text.count(patch.find) == 1
-
-
-def tidy(knob: Knob, value: float) -> KnobValue:
-    """A knob value rounded for writing: ints rounded, floats to 4 significant digits, clamped."""
-    lo, hi = knob.range or (-math.inf, math.inf)
-    if knob.type == "int":
-        return int(min(max(round(value), math.ceil(lo)), math.floor(hi)))
-    v = float(f"{value:.4g}")
-    return min(max(v, float(lo)), float(hi))
-
-
-def value_text(knob: Knob, value: Any) -> str:
-    if value is None:
-        return "<unset>"
-    try:
-        return format_value(value, knob.type)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
-        return a == b and type(a) is type(b)
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
-    return a == b
-
-
-class TrialCode:
-    """Knob values and applied patches of trials, read from their code. The per-campaign cache
-    (``cache``, keyed by campaign and trial number) lives in the backend; files live for one call."""
-
-    def __init__(self, ctx: StructuredContext, cache: dict[Any, Any], campaign: Any):
-        self.ctx = ctx
-        self.spec = ctx.task
-        self.knobs: list[Knob] = list(self.spec.knobs())
-        self.index = {k.name: i for i, k in enumerate(self.knobs)}
-        self.cache = cache
-        self.campaign = campaign
-        self._files: dict[int, dict[str, str] | None] = {}
-
-    def files(self, number: int) -> dict[str, str] | None:
-        if number not in self._files:
-            try:
-                self._files[number] = dict(self.ctx.trial_files(number))
-            except Exception:  # noqa: BLE001 - a trial whose code cannot be built gives no evidence
-                self._files[number] = None
-        return self._files[number]
-
-    def config(self, number: int) -> Config | None:
-        key = (self.campaign, number) if self.campaign is not None else None
-        if key is not None and key in self.cache:
-            return self.cache[key]
-        files = self.files(number)
-        if files is None:
-            return None
-        cfg = self.config_of(files)
-        if key is not None:
-            self.cache[key] = cfg
-        return cfg
-
-    def config_of(self, files: dict[str, str]) -> Config:
-        values = []
-        for k in self.knobs:
-            text = files.get(k.file)
-            try:
-                values.append(read_knob(text, k) if text is not None else None)
-            except (KeyError, ValueError):
-                values.append(None)
-        patches = frozenset(p.name for p in self.spec.patches if p.file in files and patch_in(files[p.file], p))
-        return tuple(values), patches
-
-    def config_with(self, base: Config, files: dict[str, str], changed: Iterable[str]) -> Config:
-        """``config_of(files)`` where ``files`` differ from ``base``'s code only in the knobs ``changed``."""
-        values = list(base[0])
-        for name in changed:
-            k = self.knobs[self.index[name]]
-            try:
-                values[self.index[name]] = read_knob(files[k.file], k)
-            except (KeyError, ValueError):
-                values[self.index[name]] = None
-        patches = frozenset(p.name for p in self.spec.patches if p.file in files and patch_in(files[p.file], p))
-        return tuple(values), patches
-
-    def value(self, cfg: Config, knob: Knob) -> Any:
-        return cfg[0][self.index[knob.name]]
-
-
-def campaign_key(rows: list[Any]) -> Any:
-    for r in rows:
-        cid = getattr(r, "campaign_id", None)
-        if cid is not None:
-            return str(cid)
-    return None
-
-
-def improving_sign(direction: str) -> int:
-    """+1 if larger scores are better, -1 if smaller are."""
-    return 1 if direction == "max" else -1
-
-
-# -------------------------------------------------------------------------------------------------
-# the lineage as evidence
-
-
-@dataclass
-class Move:
-    trial: int
-    specialist: str
-    knob: Knob
-    before: Any
-    after: Any
-    d: int  # +1: up (larger value / later choice / to True), -1: down
-    outcome: str  # improved | worsened | failed | crashed
-    status: str
-    gain: float | None  # improvement over the parent in the improving direction (metric units)
-    single: bool  # the trial changed only this knob (and no patch)
-
-
-@dataclass
-class TrialChange:
-    number: int
-    row: Any
-    knobs: dict[str, tuple[Any, Any]]  # name -> (before, after)
-    added: frozenset[str]
-    removed: frozenset[str]
-    outcome: str | None
-    gain: float | None
-
-
-def position(knob: Knob, value: Any) -> float | None:
-    """Where a value lies on the knob's axis: the number, a choice's index, a bool as 0/1."""
-    if value is None:
-        return None
-    if knob.type == "bool":
-        return float(bool(value))
-    if knob.type == "choice":
-        vals = list(knob.values or ())
-        for i, v in enumerate(vals):
-            if same(v, value):
-                return float(i)
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def step_mode(knob: Knob, value: Any) -> str:
-    """mul (x factor), add (+ step), index (choice neighbour) or flip (bool)."""
-    if knob.type == "bool":
-        return "flip"
-    if knob.type == "choice":
-        return "index"
-    lo, hi = knob.range or (0.0, 0.0)
-    if knob.scale == "log" and value > 0:
-        return "mul"
-    if knob.type == "int" and hi - lo >= WIDE_INT and value > 0:
-        return "mul"
-    return "add"
-
-
-def base_step(knob: Knob) -> float:
-    lo, hi = knob.range or (0.0, 1.0)
-    if knob.type == "int":
-        return 1.0 if hi - lo < WIDE_INT else max(1.0, round((hi - lo) / WIDE_INT))
-    return LINEAR_STEP * (hi - lo)
-
-
-def step_size(knob: Knob, before: Any, after: Any) -> float | None:
-    """The size of a move in units of the knob's default step (1 = one default step)."""
-    a, b = position(knob, before), position(knob, after)
-    if a is None or b is None or a == b:
-        return None
-    mode = step_mode(knob, before)
-    if mode == "mul" and b > 0:
-        return abs(math.log2(b / a))
-    if mode in ("index", "flip"):
-        return abs(b - a)
-    return abs(b - a) / base_step(knob)
-
-
-def probe_mag(knob: Knob, value: Any) -> float:
-    """How far an untried direction is first probed, in default steps: coarse to fine. A first probe
-    has to move the score by more than the noise threshold to be measurable at all, so continuous
-    knobs and wide int ranges are probed two default steps out (log scale x4 / x0.25, linear ±20% of
-    the range); choices, bools and narrow ints by one (the neighbouring value). Refinement follows
-    from the evidence: momentum repeats the step that paid, an overshoot retries with a smaller one."""
-    if step_mode(knob, value) in ("flip", "index"):
-        return 1.0
-    lo, hi = knob.range or (0.0, 0.0)
-    if knob.type == "int" and hi - lo < WIDE_INT:
-        return 1.0
-    return PROBE_STEPS
-
-
-def stepped(knob: Knob, value: Any, d: int, mag: float) -> KnobValue | None:
-    """The value ``mag`` default steps from ``value`` in direction ``d``, clamped; None if it does
-    not move."""
-    mode = step_mode(knob, value)
-    if mode == "flip":
-        new: KnobValue = d > 0
-        return None if same(new, bool(value)) else new
-    if mode == "index":
-        vals = list(knob.values or ())
-        i = position(knob, value)
-        if i is None or mag < 1:
-            return None
-        j = min(max(int(i) + d * max(1, round(mag)), 0), len(vals) - 1)
-        return None if j == int(i) else vals[j]
-    if mode == "mul":
-        w = tidy(knob, value * 2.0 ** (d * mag))
-    else:
-        w = tidy(knob, value + d * mag * base_step(knob))
-    if knob.type == "int" and w == value:
-        w = tidy(knob, value + d)
-    return None if same(w, value) else w
-
-
-def outcome_text(m: Move | TrialChange, metric: str) -> str:
-    if m.outcome in ("improved", "worsened") and m.gain is not None:
-        if abs(m.gain) < 1e-12:
-            return f"left {metric} unchanged"
-        return f"{m.outcome} {metric} by {abs(m.gain):.3g}"
-    if m.outcome == "improved":
-        return "was kept"
-    if m.outcome == "worsened":
-        return "was discarded"
-    status = m.status if isinstance(m, Move) else getattr(m.row, "status", "")
-    return f"ended {status}"
-
-
-def move_verb(knob: Knob, before: Any, after: Any, *, past: bool = False) -> str:
-    if knob.type == "bool" or (knob.type == "choice" and any(isinstance(v, str) for v in knob.values or ())):
-        return "switched" if past else "Switch"
-    up = (position(knob, after) or 0) > (position(knob, before) or 0)
-    if past:
-        return "raised" if up else "lowered"
-    return "Raise" if up else "Lower"
-
 
 # -------------------------------------------------------------------------------------------------
 # candidates
@@ -392,14 +151,13 @@ class _Search:
         self.b = backend
         self.ctx = ctx
         self.spec = ctx.task
-        self.rows: list[Any] = list(ctx.trials())
+        self.rows: list[TrialRow] = list(ctx.trials())
         self.by_number = {r.number: r for r in self.rows}
         self.campaign = campaign_key(self.rows)
         self.code = TrialCode(ctx, backend._cache, self.campaign)
         self.metric = ctx.metric or self.spec.metric
-        self.direction = ctx.direction or self.spec.direction
-        self.sign = improving_sign(self.direction)
-        self.threshold = float(getattr(ctx, "threshold", 0.0) or 0.0) or self.spec.noise.threshold()
+        self.objective = ctx.objective
+        self.threshold = ctx.objective.threshold
         self.inc = ctx.incumbent()
         self.issued = backend._issued.setdefault((self.campaign, ctx.specialist), set())
         self.rng = random.Random(f"{backend.seed}:{ctx.specialist}:{len(self.rows)}:{self.inc}:{len(self.issued)}")
@@ -413,27 +171,25 @@ class _Search:
 
     # ---- evidence
 
-    def gain(self, row: Any) -> float | None:
-        score = getattr(row, "score", None)
-        parent = self.by_number.get(getattr(row, "parent", None))
-        pscore = getattr(parent, "score", None) if parent is not None else None
-        if (score is not None and pscore is not None and math.isfinite(score) and math.isfinite(pscore)
-                and getattr(parent, "status", None) in SCORED_STATUSES):
-            return self.sign * (score - pscore)
-        delta = getattr(row, "delta", None)
-        if delta is not None and math.isfinite(delta):
-            return self.sign * delta
+    def gain(self, row: TrialRow) -> float | None:
+        """The trial's improvement over its parent (positive = better), else over the incumbent it
+        was compared with; None when neither is known."""
+        parent = self.by_number.get(row.parent) if row.parent is not None else None
+        if row.score is not None and parent is not None and parent.score is not None and parent.scored:
+            return self.objective.improvement(row.score, parent.score)
+        if row.delta is not None and math.isfinite(row.delta):
+            return self.objective.improvement(row.delta, 0.0)
         return None
 
-    def outcome(self, row: Any, gain: float | None) -> str | None:
-        status = getattr(row, "status", None)
+    def outcome(self, row: TrialRow, gain: float | None) -> str | None:
+        status = row.status
         if status in BACKOFF_STATUSES:
             return "failed"
         if status in CRASH_STATUSES:
             return "crashed"
-        if status == "keep":
+        if status in ("keep", "candidate"):
             return "improved" if gain is None or gain > 0 else "worsened"
-        if status == "discard":
+        if status in ("discard", "scored"):
             return "improved" if gain is not None and gain > 0 else "worsened"
         return None
 
@@ -447,7 +203,7 @@ class _Search:
         self.changes: list[TrialChange] = []
         self.moves: list[Move] = []
         for r in sorted(self.rows, key=lambda r: r.number):
-            parent = getattr(r, "parent", None)
+            parent = r.parent
             if parent is None or parent not in self.configs or r.number not in self.configs:
                 continue
             before, after = self.configs[parent], self.configs[r.number]
@@ -467,8 +223,8 @@ class _Search:
                 pa, pb = position(k, a), position(k, b)
                 if pa is None or pb is None:
                     continue
-                self.moves.append(Move(r.number, getattr(r, "specialist", ""), k, a, b, 1 if pb > pa else -1,
-                                       ch.outcome, getattr(r, "status", ""), g, single))
+                self.moves.append(Move(r.number, r.specialist, k, a, b, 1 if pb > pa else -1,
+                                       ch.outcome, r.status or "", g, single))
         # a discard that beat its parent by more than the threshold only lost a race: not dead
         self.dead_moves = {(m.knob.name, m.before, m.after) for m in self.moves
                            if m.single and m.status in DEAD_STATUSES
@@ -478,7 +234,7 @@ class _Search:
         while n is not None and n not in self.ancestors:
             self.ancestors.add(n)
             row = self.by_number.get(n)
-            n = getattr(row, "parent", None) if row is not None else None
+            n = row.parent if row is not None else None
 
     def knob_moves(self, knob: Knob) -> list[Move]:
         return [m for m in self.moves if m.knob.name == knob.name]
@@ -622,7 +378,7 @@ class _Search:
             if good:
                 c = good[-1]
                 out.append(Candidate(PATCH_NEW, "patch", {}, (p.name,), f"Apply patch {p.name} onto #{self.inc}: "
-                                     f"#{c.number} ({getattr(c.row, 'specialist', '')}) applied it and "
+                                     f"#{c.number} ({c.row.specialist}) applied it and "
                                      f"{outcome_text(c, self.metric)}; {why[:1].lower() + why[1:]}",
                                      self.improvement(c.gain), (c.number,)))
             elif bad:
@@ -643,7 +399,7 @@ class _Search:
         for c in self.changes:
             if c.number in self.ancestors or c.number == self.inc:
                 continue
-            status = getattr(c.row, "status", None)
+            status = c.row.status
             if not (status == "keep" or (status in SCORED_STATUSES and c.gain is not None
                                          and c.gain > self.threshold)):
                 continue
@@ -666,7 +422,7 @@ class _Search:
             beat = (f"beat its parent by {c.gain:.3g} {self.metric}" if c.gain is not None and c.gain > 0
                     else "was kept")
             out.append(Candidate(COMBINE, "combine", borrow, patches,
-                                 f"Combine #{c.number} ({getattr(c.row, 'specialist', '')})'s "
+                                 f"Combine #{c.number} ({c.row.specialist})'s "
                                  f"{', '.join(texts)} with incumbent #{self.inc}: #{c.number} {beat} but is not "
                                  "in the incumbent's lineage, so the two gains may add up",
                                  self.improvement(c.gain), (c.number,)))
@@ -765,7 +521,7 @@ class _Search:
                 continue
             files, diff, cfg = got
             self.b._issued[(self.campaign, ctx.specialist)].add(cfg)
-            expected = self.sign * cand.expected
+            expected = self.objective.delta_for(cand.expected)
             notes = (f"move={cand.kind}; priority={cand.priority}; parent=#{self.inc}; evidence="
                      f"{','.join(f'#{n}' for n in cand.evidence) or 'none'}; considered {considered} of "
                      f"{len(cands)} ranked candidates (skipped {skips.duplicate} duplicate configs, {skips.dead} dead "

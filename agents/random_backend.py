@@ -16,7 +16,7 @@ from typing import Any
 from agents.base import Proposal, ProposalFailed, StructuredContext
 from agents.heuristic_backend import Config, TrialCode, campaign_key, sample_value, value_text
 from ledger import diffs
-from tasks.spec import set_knob
+from tasks.knobs import set_knob
 
 TRIES = 200
 

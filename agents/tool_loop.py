@@ -27,6 +27,7 @@ from agents.base import Proposal, ProposalContext, ProposalFailed
 from agents.prices import PriceTable
 from agents.tools import MAX_DIFF_BYTES, TOOL_NAMES, Draft, Rejected, Submitted, ToolResult, Workbench
 from ledger.events import Usage
+from ledger.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Settings:
 
 def system_prompt(ctx: ProposalContext) -> str:
     """The static part of the prompt: the same for every turn of every proposal of one specialist."""
-    better = "lower" if ctx.direction == "min" else "higher"
+    better = Objective(ctx.direction).word
     sign = "negative" if ctx.direction == "min" else "positive"
     preamble = (ctx.preamble or "").strip()
     return f"""You are the {ctx.specialist} specialist in an automated research loop that improves a \

@@ -53,7 +53,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     ),
     ToolSpec(
         "query_trials",
-        "Query the trial tree. Examples: 'children 12', 'chain 40', 'status crash', 'specialist opt', 'trial 7'.",
+        "Query the trial tree. Examples: 'trial 7', 'children 12', 'chain 40', 'status crash', 'specialist opt', "
+        "'best 5', or words to find in hypotheses.",
         _params({"query": {"type": "string", "description": "the query"}}, ("query",)),
     ),
     ToolSpec(

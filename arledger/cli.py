@@ -18,25 +18,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from arledger.options import JSON, KEY, LEDGER, Group, open_ledger
 from ledger import events as ev
-from ledger.app import Ledger, __version__
-from ledger.store import LedgerError
-
-LEDGER_OPTION = click.option(
-    "--ledger", "ledger_url", envvar="ARLEDGER_LEDGER", default=None, metavar="URL",
-    help="Ledger URL: sqlite:PATH (default sqlite:.arledger/ledger.db), postgresql://USER@HOST/DB, memory://. "
-         "Env: ARLEDGER_LEDGER.",
-)
-
-
-class Group(click.Group):
-    """Turns errors a user can cause into one clear line and a non-zero exit, no traceback."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except LedgerError as e:
-            raise click.ClickException(str(e)) from None
+from ledger.app import __version__
 
 
 def console() -> Console:
@@ -57,9 +41,8 @@ def cli() -> None:
 
 
 @cli.command()
-@LEDGER_OPTION
-@click.option("--key", "key_path", type=click.Path(path_type=Path), envvar="ARLEDGER_KEY", default=None,
-              help="Where the Ed25519 signing key goes (default: signing.key beside the SQLite ledger).")
+@LEDGER
+@KEY
 def init(ledger_url: str | None, key_path: Path | None) -> None:
     """Create the ledger and its signing key (mode 0600). Safe to run twice."""
     from ledger.audit import init_ledger
@@ -72,22 +55,6 @@ def init(ledger_url: str | None, key_path: Path | None) -> None:
         click.echo(f"signing key  {kp}")
         pub = led.ledger_root().public_keys
         click.echo(f"trusted keys {', '.join(pub)}")
-
-
-def open_ledger(url: str | None) -> Ledger:
-    led = Ledger.open(url)
-    if not led.is_initialised():
-        led.close()
-        raise LedgerError(f"{led.describe()} is not initialised; run `arledger init`")
-    return led
-
-
-def _trial_numbers(led: Ledger) -> dict:
-    nums = {}
-    for r in led.events(topics=(ev.TOPIC_OF[ev.TrialRegistered],)):
-        e = r.event
-        nums[e.trial_id] = (e.originator_id, e.number)
-    return nums
 
 
 def event_summary(e: ev.Event) -> str:
@@ -113,11 +80,19 @@ def event_summary(e: ev.Event) -> str:
         return f"size={e.size} root={e.root[:16]}…"
     if t is ev.TrialRegistered:
         return f"#{e.number} {e.specialist} ({e.kind})"
+    if t is ev.TrialJudged:
+        return f"{e.verdict}: mean {e.mean:.6g} of {len(e.runs)} run(s) — {e.reason}"
+    if t is ev.TrialRelabelled:
+        return f"{e.previous_status} → {e.status}: {e.reason}"
+    if t is ev.SpecialistRetired:
+        return f"{e.specialist}: {e.reason}"
+    if t is ev.CampaignClosed:
+        return e.reason
     return ""
 
 
 @cli.command()
-@LEDGER_OPTION
+@LEDGER
 @click.option("--trial", "trial_no", type=int, default=None, help="Only events of this trial number.")
 @click.option("--campaign", default=None, help="Only this campaign (default: all).")
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these event types (repeatable).")
@@ -135,7 +110,7 @@ def log(ledger_url: str | None, trial_no: int | None, campaign: str | None, type
         want_trial = None
         if trial_no is not None:
             if cid is None:
-                cids = [r.event.originator_id for r in led.events(topics=(ev.TOPIC_OF[ev.CampaignOpened],))]
+                cids = [r.event.originator_id for r in led.events(types=(ev.CampaignOpened,))]
                 if not cids:
                     raise click.ClickException("the ledger has no campaign")
                 cid = cids[-1]
@@ -159,26 +134,30 @@ def log(ledger_url: str | None, trial_no: int | None, campaign: str | None, type
                 d["position"] = r.position
                 click.echo(json.dumps(d, default=str))
             return
-        table = Table(show_header=True, header_style="bold")
-        for col in ("pos", "time", "type", "actor", "v", "summary"):
-            table.add_column(col)
         import datetime as dt
 
+        # names never cut: the position, time and type keep their width; actor and summary wrap
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("pos", justify="right", no_wrap=True)
+        table.add_column("time (UTC)", no_wrap=True)
+        table.add_column("type", no_wrap=True)
+        table.add_column("actor", overflow="fold", max_width=24)
+        table.add_column("summary", overflow="fold", ratio=1)
         for r in rows:
             e = r.event
-            t = dt.datetime.fromtimestamp(e.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-            table.add_row(str(r.position), t, e.type, e.actor, str(e.originator_version), event_summary(e)[:120])
+            t = dt.datetime.fromtimestamp(e.at, dt.UTC).strftime("%m-%d %H:%M:%S")
+            table.add_row(str(r.position), t, e.type, e.actor, event_summary(e)[:300])
         console().print(table)
 
 
-@cli.group(cls=Group)
+@cli.group()
 def audit() -> None:
     """Tamper evidence: sign checkpoints, verify the whole ledger, prove one event."""
 
 
 @audit.command("checkpoint")
-@LEDGER_OPTION
-@click.option("--key", "key_path", type=click.Path(path_type=Path), envvar="ARLEDGER_KEY", default=None)
+@LEDGER
+@KEY
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="File or directory to write the checkpoint to (default: checkpoints/ beside the ledger).")
 def audit_checkpoint(ledger_url: str | None, key_path: Path | None, out: Path | None) -> None:
@@ -195,10 +174,10 @@ def audit_checkpoint(ledger_url: str | None, key_path: Path | None, out: Path | 
 
 
 @audit.command("verify")
-@LEDGER_OPTION
+@LEDGER
 @click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path), default=None,
               help="A checkpoint file held outside the ledger: the ledger must still extend it.")
-@click.option("--json", "as_json", is_flag=True)
+@JSON
 @click.option("--no-artifacts", is_flag=True, help="Skip re-hashing referenced artifacts.")
 def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: bool, no_artifacts: bool) -> None:
     """Recompute every leaf and root, check every signature, decode every event, re-hash every
@@ -231,7 +210,7 @@ def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: 
 
 
 @audit.command("prove")
-@LEDGER_OPTION
+@LEDGER
 @click.argument("position", type=int)
 @click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the proof here (default stdout).")

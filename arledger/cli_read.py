@@ -9,11 +9,9 @@ trial number in that campaign, or ``CAMPAIGN/NUMBER``.
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,47 +19,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from arledger.options import CAMPAIGN, JSON, KEY, LEDGER, open_ledger
 from ledger.app import Ledger
 from ledger.artifacts import ArtifactError
+from ledger.objective import Objective
 from ledger.store import LedgerError
-
-LEDGER_OPTION = click.option(
-    "--ledger", "ledger_url", envvar="ARLEDGER_LEDGER", default=None, metavar="URL",
-    help="Ledger URL: sqlite:PATH (default sqlite:.arledger/ledger.db), postgresql://USER@HOST/DB, memory://. "
-         "Env: ARLEDGER_LEDGER.",
-)
-CAMPAIGN_OPTION = click.option("--campaign", default=None, metavar="NAME",
-                               help="The campaign (default: the most recently opened one).")
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Errors a user can cause become one clear message and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        try:
-            return fn(*a, **kw)
-        except (LedgerError, ArtifactError) as e:
-            raise click.ClickException(str(e)) from None
-        except KeyError as e:
-            raise click.ClickException(str(e.args[0]) if e.args else "not found") from None
-
-    return wrapper
 
 
 def _console() -> Console:
     """Plain text (no markup: hypotheses are full of brackets); wide when not on a terminal."""
     return Console(soft_wrap=True, highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
-
-
-def _open(url: str | None) -> Ledger:
-    led = Ledger.open(url)
-    if not led.is_initialised():
-        desc = led.describe()
-        led.close()
-        raise LedgerError(f"{desc} is not initialised; run `arledger init`")
-    return led
 
 
 def _projector(led: Ledger, until: int | None = None) -> Any:
@@ -113,14 +80,13 @@ def _json(obj: Any) -> None:
 
 
 @click.command("status")
-@LEDGER_OPTION
-@JSON_OPTION
-@_friendly
+@LEDGER
+@JSON
 def status_cmd(ledger_url: str | None, as_json: bool) -> None:
     """Campaigns in the ledger and where each stands."""
     from projections.export import campaign_summary, fmt_metric
 
-    with _open(ledger_url) as led:
+    with open_ledger(ledger_url) as led:
         proj = _projector(led)
         infos = sorted(proj.trials.campaigns.values(), key=lambda c: c.position)
         out = []
@@ -159,15 +125,14 @@ def status_cmd(ledger_url: str | None, as_json: bool) -> None:
 
 @click.command("show")
 @click.argument("trial")
-@LEDGER_OPTION
-@CAMPAIGN_OPTION
-@JSON_OPTION
-@_friendly
+@LEDGER
+@CAMPAIGN
+@JSON
 def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: bool) -> None:
     """One trial: hypothesis, diff, outcome, log excerpt and lineage."""
     from projections.lineage_view import fmt_delta, fmt_score, trial_tag
 
-    with _open(ledger_url) as led:
+    with open_ledger(ledger_url) as led:
         proj = _projector(led)
         row = _trial(proj, trial, campaign)
         info = proj.trials.campaigns[row.campaign_id]
@@ -184,17 +149,27 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
             return
         con = _console()
         out = con.print
-        out(f"{info.name} #{row.number:03d} — {row.specialist} (surface {row.surface}) · {row.kind} · "
-            f"{row.status or row.phase}" + (" · QUARANTINED" if row.quarantined else ""))
+        out(f"{info.name} #{row.number:03d} — {row.specialist} (surface {row.surface or '—'}) · {row.kind} · "
+            f"{row.state}" + (" · QUARANTINED" if row.quarantined else ""))
         out(f"Hypothesis: {row.hypothesis}")
         parent = f"#{row.parent:03d}" if row.parent is not None else "none"
         exp = f" · expected Δ {fmt_delta(row.expected_delta)}" if row.expected_delta is not None else ""
         out(f"Parent: {parent}{exp} · proposed {_when(row.proposed_at)} by {row.proposer}")
         score = f"{info.metric}={fmt_score(row.score)}" if row.score is not None else "no score"
         delta = f" · Δ vs incumbent {fmt_delta(row.delta)}" if row.delta is not None else ""
-        out(f"Outcome: {row.status or '(not labelled yet)'} · {score}{delta}"
+        out(f"Outcome: {row.label or '(not labelled yet)'} · {score}{delta}"
             + (f" · labelled by {row.label_actor} {_when(row.labelled_at)}" if row.labelled_at else "")
-            + (f" · relabelled {row.relabels}× (first label {row.first_label})" if row.relabels else ""))
+            + (f" · corrected {row.relabels}× (first label {row.first_label})" if row.relabels else ""))
+        v = row.verdict
+        if v is not None:
+            runs = ", ".join(f"#{n} {fmt_score(x)}" for n, x in v.runs)
+            out(f"Verdict: {v.verdict} by {v.actor} {_when(v.at)} — {v.reason}")
+            if v.policy != "as labelled":
+                inc = (f"#{v.incumbent_number} {fmt_score(v.incumbent_score)}" if v.incumbent_number is not None
+                       else "—")
+                imp = fmt_delta(v.improvement) if v.improvement is not None else "—"
+                out(f"  Evidence: runs {runs or '—'} · mean {fmt_score(v.mean)} · incumbent {inc} · improvement "
+                    f"{imp} · threshold {v.rule or fmt_score(v.threshold)} · policy {v.policy}")
         if row.reason:
             out(f"Reason: {row.reason}")
         if row.excerpt:
@@ -206,8 +181,8 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
         out(f"Run: runner {row.runner or '—'} · accelerator {row.accelerator or '—'} · attempts {row.attempts} · "
             f"wall {row.wall_s:.1f}s · cpu {row.cpu_s:.1f}s · eval {row.eval_wall_s:.1f}s · "
             f"artifact {row.artifact_bytes:,} bytes · started {_when(row.started_at)} · finished {_when(row.finished_at)}")
-        out(f"Evaluator: {row.evaluator or '—'}" + (f"@{row.evaluator_sha[:12]}" if row.evaluator_sha else "")
-            + f" · task {row.task_sha[:12] or '—'} · harness {row.harness_version or '—'}")
+        out(f"Evaluator: {row.evaluator or '—'} · task {row.task_sha[:12] or '—'} · harness "
+            f"{row.harness_version or '—'}")
         if row.tokens or row.cost_usd:
             out(f"Cost: ${row.cost_usd:.4f} · {row.tokens:,} tokens ({row.input_tokens:,} in, {row.output_tokens:,} out) "
                 f"· {row.backend} {row.model}")
@@ -253,15 +228,14 @@ def _artifact_text(led: Ledger, sha: str | None) -> str | None:
 @click.command("diff")
 @click.argument("a")
 @click.argument("b")
-@LEDGER_OPTION
-@CAMPAIGN_OPTION
-@JSON_OPTION
-@_friendly
+@LEDGER
+@CAMPAIGN
+@JSON
 def diff_cmd(a: str, b: str, ledger_url: str | None, campaign: str | None, as_json: bool) -> None:
     """The code change from trial A to trial B (a unified diff)."""
     from projections.audit import CodeResolver
 
-    with _open(ledger_url) as led:
+    with open_ledger(ledger_url) as led:
         proj = _projector(led)
         ra, rb = _trial(proj, a, campaign), _trial(proj, b, campaign)
         res = CodeResolver(proj.trials, led.artifacts)
@@ -295,18 +269,17 @@ def diff_cmd(a: str, b: str, ledger_url: str | None, campaign: str | None, as_js
 
 @click.command("lineage")
 @click.argument("trial", required=False)
-@LEDGER_OPTION
-@CAMPAIGN_OPTION
+@LEDGER
+@CAMPAIGN
 @click.option("--keeps-only", is_flag=True, help="Only keeps (and the baseline): the tree of improvements.")
 @click.option("--depth", type=int, default=None, help="How many generations below TRIAL to show.")
-@JSON_OPTION
-@_friendly
+@JSON
 def lineage_cmd(trial: str | None, ledger_url: str | None, campaign: str | None, keeps_only: bool,
                 depth: int | None, as_json: bool) -> None:
     """The trial tree as text: the whole campaign, or TRIAL's ancestry and descendants."""
     from projections.lineage_view import trial_tag
 
-    with _open(ledger_url) as led:
+    with open_ledger(ledger_url) as led:
         proj = _projector(led)
         if trial is not None:
             row = _trial(proj, trial, campaign)
@@ -320,7 +293,7 @@ def lineage_cmd(trial: str | None, ledger_url: str | None, campaign: str | None,
         cid = info.campaign_id
 
         def keep_node(r: Any) -> bool:
-            return not keeps_only or r.status in ("keep", "baseline") or r.kind == "baseline"
+            return not keeps_only or r.kept or r.kind == "baseline"
 
         def kids(r: Any) -> list[Any]:
             out = []
@@ -334,8 +307,8 @@ def lineage_cmd(trial: str | None, ledger_url: str | None, campaign: str | None,
             return out
 
         def node(r: Any, level: int) -> dict[str, Any]:
-            d = {"number": r.number, "specialist": r.specialist, "status": r.status, "score": r.score,
-                 "delta": r.delta, "hypothesis": r.hypothesis}
+            d = {"number": r.number, "specialist": r.specialist, "kind": r.kind, "status": r.status,
+                 "state": r.state, "score": r.score, "delta": r.delta, "hypothesis": r.hypothesis}
             if depth is None or level < depth:
                 d["children"] = [node(c, level + 1) for c in kids(r)]
             return d
@@ -359,7 +332,7 @@ def lineage_cmd(trial: str | None, ledger_url: str | None, campaign: str | None,
             lines.append(prefix + trial_tag(r, info.metric) + " " + _clip(r.hypothesis, 90))
             if depth is None or level < depth:
                 stack.extend((c, level + 1) for c in reversed(kids(r)))
-        click.echo(f"# {info.name}: {info.metric} ({'lower' if info.direction == 'min' else 'higher'} is better)"
+        click.echo(f"# {info.name}: {info.metric} ({info.objective.word} is better)"
                    + (" · keeps only" if keeps_only else ""))
         click.echo("\n".join(lines) if lines else "(no trials)")
 
@@ -389,19 +362,17 @@ def _checkpoint(led: Ledger, key_path: Path | None, sign: bool) -> dict[str, Any
 @click.argument("campaigns", nargs=-1)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write into (created if needed).")
-@LEDGER_OPTION
-@click.option("--key", "key_path", type=click.Path(path_type=Path), envvar="ARLEDGER_KEY", default=None,
-              help="The signing key for the export's checkpoint (default: the one `arledger init` made).")
+@LEDGER
+@KEY
 @click.option("--no-sign", is_flag=True, help="Record the unsigned size and root instead of signing a checkpoint.")
 @click.option("--no-figures", is_flag=True, help="Skip the figures (faster).")
-@_friendly
 def export_cmd(campaigns: tuple[str, ...], out_dir: Path, ledger_url: str | None, key_path: Path | None,
                no_sign: bool, no_figures: bool) -> None:
     """Paper export: summary.json, CSV/Parquet tables, LaTeX tables, figures, signed manifest."""
     from projections.export import export, fmt_metric
 
     err = Console(stderr=True)
-    with _open(ledger_url) as led:
+    with open_ledger(ledger_url) as led:
         cp = _checkpoint(led, key_path, sign=not no_sign)
         with err.status("reading the ledger…") as st:
             proj = _projector(led, until=cp["size"])
@@ -416,7 +387,7 @@ def export_cmd(campaigns: tuple[str, ...], out_dir: Path, ledger_url: str | None
     for col in ("run", "metric", "start", "best", "change", "trials", "keeps"):
         t.add_column(col, justify="left" if col in ("run", "metric") else "right")
     for s in summary["campaigns"]:
-        t.add_row(s["title"], f"{s['metric']} ({'lower' if s['direction'] == 'min' else 'higher'})",
+        t.add_row(s["title"], f"{s['metric']} ({Objective(s['direction']).word})",
                   fmt_metric(s["start"]), fmt_metric(s["best"]),
                   f"{s['rel_change_pct']:.2f}%" if s["rel_change_pct"] is not None else "—",
                   str(s["trials"]), str(s["keeps"]))
@@ -435,16 +406,15 @@ def import_group() -> None:
 
 @import_group.command("cmu")
 @click.argument("directory", type=click.Path(path_type=Path))
-@LEDGER_OPTION
+@LEDGER
 @click.option("--name", default=None, help="Campaign name (default: the folder's name).")
 @click.option("--noise-sd", type=float, default=None,
               help="The run-to-run noise of the metric, if documented (val_bpb defaults to 0.001).")
-@_friendly
 def import_cmu_cmd(directory: Path, ledger_url: str | None, name: str | None, noise_sd: float | None) -> None:
     """A CMU blackboard folder (results.tsv, tree.tsv, best.json)."""
     from ledger.importers import import_cmu
 
-    with _open(ledger_url) as led:
+    with open_ledger(ledger_url) as led:
         with Console(stderr=True).status(f"importing {directory}…"):
             r = import_cmu(led, directory, name=name, noise_sd=noise_sd)
     click.echo(f"imported {r.trials} trials ({r.keeps} keeps) from {directory} as campaign {r.campaign!r}: "
@@ -453,32 +423,30 @@ def import_cmu_cmd(directory: Path, ledger_url: str | None, name: str | None, no
 
 @import_group.command("autoresearch")
 @click.argument("path", type=click.Path(path_type=Path))
-@LEDGER_OPTION
+@LEDGER
 @click.option("--name", default=None, help="Campaign name (default: the file's stem, or its folder for results.tsv).")
-@_friendly
 def import_autoresearch_cmd(path: Path, ledger_url: str | None, name: str | None) -> None:
     """karpathy/autoresearch's results.tsv (commit, val_bpb, memory_gb, status, description)."""
     from ledger.importers import import_autoresearch
 
-    with _open(ledger_url) as led:
+    with open_ledger(ledger_url) as led:
         r = import_autoresearch(led, path, name=name)
     click.echo(f"imported {r.trials} trials ({r.keeps} keeps) from {path} as campaign {r.campaign!r}: "
                f"{r.events} events")
 
 
 @click.command("report")
-@LEDGER_OPTION
+@LEDGER
 @click.option("--campaign", "campaigns", multiple=True, metavar="NAME", help="Only these campaigns (repeatable).")
-@JSON_OPTION
+@JSON
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report to this file instead of stdout.")
-@_friendly
 def audit_report_cmd(ledger_url: str | None, campaigns: tuple[str, ...], as_json: bool, out_file: Path | None) -> None:
     """What each submission touched, evaluator/harness drift, corrections, harness failures, and keeps
     inside the noise (Markdown, or --json)."""
     from projections.audit import build_report, render_json, render_markdown
 
-    with _open(ledger_url) as led:
+    with open_ledger(ledger_url) as led:
         proj = _projector(led)
         rep = build_report(proj, list(campaigns) or None, artifacts=led.artifacts, ledger=led.describe())
     text = render_json(rep) if as_json else render_markdown(rep)

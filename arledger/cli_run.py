@@ -15,9 +15,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-STATUS_STYLE = {"keep": "bold green", "baseline": "cyan", "discard": "white", "crash": "red", "oom": "red",
-                "diverged": "red", "size_blocked": "yellow", "train_budget_overrun": "yellow",
-                "eval_budget_overrun": "yellow", "disqualified": "yellow", "illegal_edit": "magenta",
+from arledger.options import LEDGER, open_ledger
+
+STATUS_STYLE = {"keep": "bold green", "candidate": "green", "scored": "cyan", "baseline": "cyan",
+                "discard": "white", "crash": "red", "oom": "red", "diverged": "red", "size_blocked": "yellow",
+                "train_budget_overrun": "yellow", "eval_budget_overrun": "yellow", "disqualified": "yellow",
+                "truncated": "yellow", "stopped_early": "yellow", "illegal_edit": "magenta",
                 "preflight_crash": "magenta", "duplicate": "dim", "cancelled": "dim", "runner_lost": "red"}
 
 
@@ -26,8 +29,7 @@ def register(cli: click.Group) -> None:
 
 
 @click.command()
-@click.option("--ledger", "ledger_url", envvar="ARLEDGER_LEDGER", default=None, metavar="URL",
-              help="Ledger URL (default sqlite:.arledger/ledger.db; created on first run).")
+@LEDGER
 @click.option("--task", default="golf-mini", show_default=True, help="A built-in task name or a task directory.")
 @click.option("--name", default=None, help="Campaign name (default: TASK-DATE-TIME).")
 @click.option("--backend", default="heuristic", show_default=True,
@@ -73,15 +75,17 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
     heuristic specialists and an in-process runner. Ctrl-C stops cleanly; `arledger run --resume`
     continues without duplicating or losing a trial.
     """
-    from agents.campaign import CampaignConfig, CampaignError, CampaignLoop, config_of, latest_open_campaign
+    from agents.campaign import CampaignConfig, CampaignLoop, config_of, latest_open_campaign
     from ledger.audit import init_ledger
-    from ledger.store import LedgerError
-    from tasks.spec import TaskSpecError, load_task
+    from tasks.spec import load_task
 
-    led, _kp, created = init_ledger(ledger_url)
     console = Console() if sys.stdout.isatty() else Console(soft_wrap=True, width=200)
-    if created:
-        console.print(f"initialised {led.describe()} (signing key beside it)")
+    if resume:  # resuming needs a campaign: never make a ledger for it
+        led = open_ledger(ledger_url)
+    else:
+        led, _kp, created = init_ledger(ledger_url)
+        if created:
+            console.print(f"initialised {led.describe()} (signing key beside it)")
     try:
         if resume:
             name = name or latest_open_campaign(led)
@@ -100,10 +104,7 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
                 max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
                 runners=runners, slots=slots or 1, k=k, confirmations=confirmations, model=model,
                 base_url=base_url, price_in=price_in, price_out=price_out, thinking_budget=thinking_budget)
-        try:
-            spec = load_task(task)
-        except (TaskSpecError, FileNotFoundError, KeyError) as e:
-            raise click.ClickException(str(e)) from None
+        spec = load_task(task)
         if not resume and slots is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             per = max(1, spec.resources.cpu_threads)
@@ -134,8 +135,6 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
                     outcome = loop.run(tick=lambda lp: live.update(render(lp, events)))
         finally:
             signal.signal(signal.SIGINT, prev)
-    except (CampaignError, LedgerError) as e:
-        raise click.ClickException(str(e)) from None
     finally:
         led.close()
     if loop.stop.is_set() and not outcome.closed:
@@ -160,8 +159,8 @@ def headline(console: Console, loop: Any, out: Any) -> None:
     else:
         console.print(f"[yellow]no confirmed improvement[/] over the baseline {spec.metric} {out.baseline:.6g} "
                       f"after {out.trials} proposals ({out.reason}).")
-    console.print("next:  arledger status      arledger lineage      "
-                  f"arledger export --out paper/ {out.campaign}      arledger audit verify")
+    console.print(f"next:  arledger status      arledger lineage      arledger export {out.campaign} --out paper/"
+                  "      arledger audit verify")
 
 
 def render(loop: Any, events: list[str]) -> Group:
@@ -183,8 +182,7 @@ def render(loop: Any, events: list[str]) -> Group:
                   ("hypothesis", {"ratio": 1, "no_wrap": True})):
         t.add_column(c, **kw)
     for r in rows[-14:]:
-        st = r.status or r.phase
-        t.add_row(str(r.number), r.specialist, r.kind, Text(st, style=STATUS_STYLE.get(st, "blue")),
+        t.add_row(str(r.number), r.specialist, r.kind, Text(r.state, style=STATUS_STYLE.get(r.status or "", "blue")),
                   f"{r.score:.5g}" if r.score is not None else "",
                   f"{r.delta:+.4g}" if r.delta is not None else "", f"{r.wall_s:.0f}s" if r.wall_s else "",
                   r.hypothesis[:100])
@@ -192,7 +190,7 @@ def render(loop: Any, events: list[str]) -> Group:
     per: dict[str, dict[str, int]] = {}
     for r in props:
         d = per.setdefault(r.specialist, {})
-        d[r.status or "in flight"] = d.get(r.status or "in flight", 0) + 1
+        d[r.status or "in flight"] = d.get(r.status or "in flight", 0) + 1  # proposals: no re-measures here
     for sp, d in sorted(per.items()):
         counts.add_row(sp, ", ".join(f"{k} {v}" for k, v in sorted(d.items())))
     return Group(Panel(head, title=f"arledger · {loop.name}"), t, counts,

@@ -9,57 +9,18 @@
 
 from __future__ import annotations
 
-import functools
 import getpass
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-_LEDGER = click.option(
-    "--ledger", "ledger_url", envvar="ARLEDGER_LEDGER", default=None, metavar="URL",
-    help="Ledger URL: sqlite:PATH (default sqlite:.arledger/ledger.db), postgresql://USER@HOST/DB?schema=S. "
-         "Env: ARLEDGER_LEDGER.",
-)
-
-
-def _user_errors(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Errors a user can cause become one clear message (click.ClickException), no traceback."""
-
-    @functools.wraps(f)
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        from ledger.store import LedgerError
-        from tasks.data import DataError
-        from tasks.spec import TaskSpecError
-
-        try:
-            return f(*a, **kw)
-        except (LedgerError, TaskSpecError, DataError) as e:
-            raise click.ClickException(str(e)) from None
-        except ValueError as e:
-            raise click.ClickException(str(e)) from None
-        except OSError as e:
-            raise click.ClickException(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
-
-    return wrapper
-
-
-def _open(url: str | None):
-    from ledger.app import Ledger
-    from ledger.store import LedgerError
-
-    led = Ledger.open(url)
-    if not led.is_initialised():
-        led.close()
-        raise LedgerError(f"{led.describe()} is not initialised; run `arledger init`")
-    return led
+from arledger.options import LEDGER, open_ledger
 
 
 def _console() -> Console:
@@ -82,7 +43,6 @@ def tasks_group() -> None:
 
 
 @tasks_group.command("list")
-@_user_errors
 def tasks_list() -> None:
     """The built-in tasks."""
     from tasks.spec import TaskSpecError, builtin_tasks, load_task
@@ -101,7 +61,6 @@ def tasks_list() -> None:
 
 @tasks_group.command("show")
 @click.argument("name")
-@_user_errors
 def tasks_show(name: str) -> None:
     """One task: where it lives, commands, budgets, gates, noise, surfaces and knobs, hashes."""
     from tasks.spec import load_task
@@ -144,10 +103,9 @@ def tasks_show(name: str) -> None:
 
 @tasks_group.command("check")
 @click.argument("path")
-@_user_errors
 def tasks_check(path: str) -> None:
     """Validate a task directory (or task.toml): every key, files, knobs, patches, data hashes."""
-    from tasks.spec import check_task
+    from tasks.spec_check import check_task
 
     results = check_task(path)
     c = _console()
@@ -175,7 +133,7 @@ def _parse_gpus(text: str | None) -> list[int]:
 
 
 @click.command("runner")
-@_LEDGER
+@LEDGER
 @click.option("--slots", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Trials run at once on this host.")
 @click.option("--gpus", default=None, metavar="0,1,...", help="GPU indices this runner may use.")
@@ -192,7 +150,6 @@ def _parse_gpus(text: str | None) -> list[int]:
 @click.option("--work-root", type=click.Path(path_type=Path), default=None,
               help="Where trial workspaces are built (default a directory under /tmp).")
 @click.option("--keep-workdirs", is_flag=True, help="Keep each trial's workspace, outputs and logs.")
-@_user_errors
 def runner_cmd(ledger_url: str | None, slots: int, gpus: str | None, gpus_per_trial: int, lease_s: float,
                once: bool, task_names: tuple[str, ...], runner_id: str | None, data_root: Path | None,
                work_root: Path | None, keep_workdirs: bool) -> None:
@@ -211,7 +168,7 @@ def runner_cmd(ledger_url: str | None, slots: int, gpus: str | None, gpus_per_tr
     def log(msg: str) -> None:
         c.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {_style(msg)}")
 
-    led = _open(ledger_url)
+    led = open_ledger(ledger_url)
     r = Runner(ledger=led, runner_id=runner_id, slots=slots, gpus=gpu_list, gpus_per_trial=gpus_per_trial,
                lease_s=lease_s, data_root=data_root, work_root=work_root,
                tasks=list(task_names) or None, log=log, keep_workdirs=keep_workdirs)
@@ -249,22 +206,28 @@ def trial_group() -> None:
 
 
 @trial_group.command("submit")
-@_LEDGER
+@LEDGER
 @click.option("--task", "task_name", required=True, metavar="NAME|PATH", help="The task (built-in name or dir).")
 @click.option("--diff", "diff_file", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="Unified diff against the parent's code ('-' reads stdin; an empty file re-runs the parent).")
 @click.option("--hypothesis", required=True, help="One sentence: what the change should do and why.")
-@click.option("--campaign", default=None, help="Campaign name (default: the task's name).")
-@click.option("--parent", type=int, default=None, help="Parent trial number (default: the baseline).")
+@click.option("--campaign", default=None, metavar="NAME",
+              help="Campaign name (default: the latest campaign of this task, else one named after the task).")
+@click.option("--parent", type=int, default=None,
+              help="Parent trial number (default: the campaign's baseline trial, or the baseline snapshot when the "
+                   "campaign has none).")
 @click.option("--surface", default=None, help="Restrict the edit to this surface of the task.")
 @click.option("--specialist", default="human", show_default=True)
 @click.option("--priority", type=int, default=0, show_default=True)
-@_user_errors
 def trial_submit(ledger_url: str | None, task_name: str, diff_file: str, hypothesis: str, campaign: str | None,
                  parent: int | None, surface: str | None, specialist: str, priority: int) -> None:
-    """Propose a trial: preflight it and queue it for a runner (or record why it cannot run)."""
-    from tasks.runner import submit_trial
+    """Propose a trial: preflight it and queue it for a runner (or record why it cannot run).
+
+    Exit 0 when it is queued; 1 when preflight labelled it (illegal_edit, duplicate, preflight_crash,
+    size_blocked), with the failed check named."""
+    from projections.projector import Projector
     from tasks.spec import load_task
+    from tasks.submit import submit_trial
 
     spec = load_task(task_name)
     if diff_file == "-":
@@ -277,19 +240,24 @@ def trial_submit(ledger_url: str | None, task_name: str, diff_file: str, hypothe
     if not hypothesis.strip():
         raise click.ClickException("--hypothesis is empty; say in one sentence what the change should do")
     user = os.environ.get("USER") or _user()
-    led = _open(ledger_url)
-    try:
-        res = submit_trial(led, spec, campaign=campaign or spec.name, diff=diff, hypothesis=hypothesis,
-                           actor=f"human:{user}", parent=parent, specialist=specialist, surface=surface,
-                           priority=priority)
-    finally:
-        led.close()
+    with open_ledger(ledger_url) as led:
+        table = Projector.from_ledger(led).trials
+        info = table.campaign(campaign) if campaign else max(
+            (c for c in table.campaigns.values() if c.task == spec.name), key=lambda c: c.position, default=None)
+        name = campaign or (info.name if info else spec.name)
+        if parent is None and info is not None and info.baseline_id is not None:
+            parent = table.trials[info.baseline_id].number  # the campaign's baseline trial
+        seen = table.duplicate_keys(info.campaign_id) if info is not None else frozenset()
+        res = submit_trial(led, spec, campaign=name, diff=diff, hypothesis=hypothesis, actor=f"human:{user}",
+                           parent=parent, specialist=specialist, surface=surface, priority=priority, seen=seen)
     c = _console()
     for ch in res.checks:
         mark = "[green]ok  [/green]" if ch.ok else "[red]FAIL[/red]"
         c.print(f"{mark} {ch.name}" + (f": {ch.detail}" if ch.detail else ""))
     if res.passed:
-        c.print(f"trial {res.number} queued (campaign {campaign or spec.name}); run `arledger runner` to train it")
+        c.print(f"trial {res.number} queued (campaign {name}, parent "
+                f"{'#' + str(parent) if parent is not None else 'the baseline snapshot'}); run `arledger runner` "
+                "to train it")
     else:
         c.print(f"trial {res.number} recorded as [red]{res.label}[/red]: {res.reason}")
         sys.exit(1)
@@ -298,5 +266,5 @@ def trial_submit(ledger_url: str | None, task_name: str, diff_file: str, hypothe
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:
+    except (KeyError, OSError):
         return "unknown"

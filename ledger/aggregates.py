@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from ledger import events as ev
+from ledger.lifecycle import LABELLED, LEASED, PROPOSED, QUEUED, phase_after
 
 
 class CommandRefused(RuntimeError):
@@ -39,13 +40,19 @@ class Aggregate:
     def _apply(self, e: ev.Event) -> None:
         if e.originator_version != self.version + 1:
             raise CommandRefused(f"event {e.type} v{e.originator_version} does not follow v{self.version}")
+        self.fold(e)
         handler = getattr(self, f"on_{type(e).__name__}", None)
         if handler is not None:
             handler(e)
         self.version = e.originator_version
         self.history.append(e)
 
+    def fold(self, e: ev.Event) -> None:
+        """State every aggregate of this kind derives from an event before its handler runs."""
+
     def _trigger(self, cls: type[ev.Event], **fields: Any) -> ev.Event:
+        if fields.get("at") is None:
+            fields.pop("at", None)  # now
         e = cls(originator_id=self.id, originator_version=self.version + 1, **fields)
         self._apply(e)
         self.pending.append(e)
@@ -80,6 +87,7 @@ class Campaign(Aggregate):
         self.incumbent: ev.IncumbentPromoted | None = None
         self.noise: ev.NoiseMeasured | None = None
         self.closed: ev.CampaignClosed | None = None
+        self.retired: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -104,39 +112,59 @@ class Campaign(Aggregate):
     def on_CampaignClosed(self, e: ev.CampaignClosed) -> None:
         self.closed = e
 
+    def on_SpecialistRetired(self, e: ev.SpecialistRetired) -> None:
+        self.retired[e.specialist] = e.reason
+
     def on_CampaignResumed(self, e: ev.CampaignResumed) -> None:
         self.closed = None
 
     @classmethod
-    def open(cls, *, name: str, actor: str, **fields: Any) -> Campaign:
+    def open(cls, *, name: str, actor: str, task: str, task_version: str, task_sha: str, metric: str,
+             direction: str, noise_policy: ev.NoisePolicyDecl | None = None, arm: str = "lineage",
+             specialists: list[ev.SpecialistDecl] | None = None, budgets: dict[str, float] | None = None,
+             config: dict[str, Any] | None = None, harness_version: str = "", seed: int = 0, at: float | None = None) -> Campaign:
         c = cls(ev.campaign_id_for(name))
-        c._trigger(ev.CampaignOpened, name=name, actor=actor, **fields)
+        c._trigger(ev.CampaignOpened, at=at, name=name, actor=actor, task=task, task_version=task_version,
+                   task_sha=task_sha, metric=metric, direction=direction, noise_policy=noise_policy, arm=arm,
+                   specialists=list(specialists or []), budgets=dict(budgets or {}), config=dict(config or {}),
+                   harness_version=harness_version, seed=seed)
         return c
 
-    def register(self, trial_id: uuid.UUID, number: int, specialist: str, kind: str, actor: str) -> ev.Event:
+    def register(self, trial_id: uuid.UUID, number: int, specialist: str, kind: str, actor: str, *, at: float | None = None) -> ev.Event:
         if number in self.trial_numbers:
             raise CommandRefused(f"trial number {number} is already taken in campaign {self.name}")
-        return self._trigger(ev.TrialRegistered, trial_id=trial_id, number=number, specialist=specialist,
+        return self._trigger(ev.TrialRegistered, at=at, trial_id=trial_id, number=number, specialist=specialist,
                              kind=kind, actor=actor)
 
-    def promote(self, actor: str, **fields: Any) -> ev.Event:
-        return self._trigger(ev.IncumbentPromoted, actor=actor, **fields)
+    def promote(self, actor: str, *, trial_id: uuid.UUID, number: int, score: float,
+                previous_trial_id: uuid.UUID | None = None, previous_score: float | None = None,
+                delta: float | None = None, threshold: float = 0.0, noise_sd: float = 0.0,
+                evidence: list[uuid.UUID] | None = None, reason: str = "", at: float | None = None) -> ev.Event:
+        return self._trigger(ev.IncumbentPromoted, at=at, actor=actor, trial_id=trial_id, number=number, score=score,
+                             previous_trial_id=previous_trial_id, previous_score=previous_score, delta=delta,
+                             threshold=threshold, noise_sd=noise_sd, evidence=list(evidence or []), reason=reason)
 
-    def measure_noise(self, actor: str, **fields: Any) -> ev.Event:
-        return self._trigger(ev.NoiseMeasured, actor=actor, **fields)
+    def measure_noise(self, actor: str, *, metric: str, values: list[float], sd: float,
+                      trials: list[uuid.UUID] | None = None, source: str = "reruns", at: float | None = None) -> ev.Event:
+        return self._trigger(ev.NoiseMeasured, at=at, actor=actor, metric=metric, values=list(values), sd=sd,
+                             trials=list(trials or []), source=source)
 
-    def close(self, actor: str, **fields: Any) -> ev.Event:
+    def retire(self, actor: str, *, specialist: str, reason: str, at: float | None = None) -> ev.Event:
+        if specialist in self.retired:
+            raise CommandRefused(f"specialist {specialist} is already retired in campaign {self.name}")
+        return self._trigger(ev.SpecialistRetired, at=at, actor=actor, specialist=specialist, reason=reason)
+
+    def close(self, actor: str, *, reason: str, trials: int = 0, best_trial_id: uuid.UUID | None = None,
+              best_score: float | None = None, at: float | None = None) -> ev.Event:
         if self.closed is not None:
             raise CommandRefused(f"campaign {self.name} is already closed")
-        return self._trigger(ev.CampaignClosed, actor=actor, **fields)
+        return self._trigger(ev.CampaignClosed, at=at, actor=actor, reason=reason, trials=trials,
+                             best_trial_id=best_trial_id, best_score=best_score)
 
-    def resume(self, actor: str, **fields: Any) -> ev.Event:
-        return self._trigger(ev.CampaignResumed, actor=actor, **fields)
-
-
-# trial phases
-PROPOSED, QUEUED, CLAIMED, RUNNING, FINISHED, EVALUATED, LABELLED = (
-    "proposed", "queued", "claimed", "running", "finished", "evaluated", "labelled")
+    def resume(self, actor: str, *, harness_version: str, config: dict[str, Any] | None = None,
+               reason: str = "", at: float | None = None) -> ev.Event:
+        return self._trigger(ev.CampaignResumed, at=at, actor=actor, harness_version=harness_version,
+                             config=dict(config or {}), reason=reason)
 
 
 class Trial(Aggregate):
@@ -154,64 +182,79 @@ class Trial(Aggregate):
         self.evaluated: ev.TrialEvaluated | None = None
         self.attempts = 0
         self.quarantined = False
+        self.verdict: ev.TrialJudged | None = None
 
     @property
     def number(self) -> int:
         return self.proposed.number if self.proposed else -1
 
     # folding -----------------------------------------------------------------------------
+    def fold(self, e: ev.Event) -> None:
+        self.phase = phase_after(self.phase, e)
+
     def on_TrialProposed(self, e: ev.TrialProposed) -> None:
         self.proposed = e
 
     def on_LaunchRequested(self, e: ev.LaunchRequested) -> None:
         self.launch = e
-        self.phase = QUEUED
 
     def on_LaunchClaimed(self, e: ev.LaunchClaimed) -> None:
-        self.phase, self.runner, self.epoch, self.lease_expires = CLAIMED, e.runner, e.epoch, e.lease_expires
+        self.runner, self.epoch, self.lease_expires = e.runner, e.epoch, e.lease_expires
         self.attempts += 1
 
     def on_LeaseRenewed(self, e: ev.LeaseRenewed) -> None:
         self.lease_expires = e.lease_expires
 
     def on_LaunchRequeued(self, e: ev.LaunchRequeued) -> None:
-        self.phase, self.runner, self.epoch, self.lease_expires = QUEUED, "", e.epoch, 0.0
+        self.runner, self.epoch, self.lease_expires = "", e.epoch, 0.0
         self.finished = self.evaluated = None
-
-    def on_TrialStarted(self, e: ev.TrialStarted) -> None:
-        self.phase = RUNNING
+        self.label = self.status = None
 
     def on_TrialFinished(self, e: ev.TrialFinished) -> None:
-        self.phase, self.finished = FINISHED, e
+        self.finished = e
 
     def on_TrialEvaluated(self, e: ev.TrialEvaluated) -> None:
-        self.phase, self.evaluated = EVALUATED, e
+        self.evaluated = e
 
     def on_OutcomeLabelled(self, e: ev.OutcomeLabelled) -> None:
         self.label, self.status = e, e.status
-        if e.status != "runner_lost" or self.phase != QUEUED:
-            self.phase = LABELLED
 
     def on_TrialRelabelled(self, e: ev.TrialRelabelled) -> None:
         self.status = e.status
+
+    def on_TrialJudged(self, e: ev.TrialJudged) -> None:
+        self.verdict = e
 
     def on_TrialQuarantined(self, e: ev.TrialQuarantined) -> None:
         self.quarantined = True
 
     # commands ----------------------------------------------------------------------------
     @classmethod
-    def propose(cls, campaign_id: uuid.UUID, number: int, *, actor: str, **fields: Any) -> Trial:
+    def propose(cls, campaign_id: uuid.UUID, number: int, *, actor: str, specialist: str, surface: str,
+                hypothesis: str, kind: str = "proposal", parent_id: uuid.UUID | None = None,
+                diff_sha: str | None = None, diff_bytes: int = 0, confirms: uuid.UUID | None = None,
+                seed: int = 0, expected_delta: float | None = None, prompt_sha: str | None = None,
+                notes: str = "", backend: str = "", model: str = "", usage: ev.Usage | None = None,
+                cost_usd: float = 0.0, transcript_sha: str | None = None, at: float | None = None) -> Trial:
         t = cls(ev.trial_id_for(campaign_id, number))
-        t._trigger(ev.TrialProposed, campaign_id=campaign_id, number=number, actor=actor, **fields)
+        t._trigger(ev.TrialProposed, at=at, campaign_id=campaign_id, number=number, actor=actor, specialist=specialist,
+                   surface=surface, hypothesis=hypothesis, kind=kind, parent_id=parent_id, diff_sha=diff_sha,
+                   diff_bytes=diff_bytes, confirms=confirms, seed=seed, expected_delta=expected_delta,
+                   prompt_sha=prompt_sha, notes=notes, backend=backend, model=model, usage=usage or ev.Usage(),
+                   cost_usd=cost_usd, transcript_sha=transcript_sha)
         return t
 
-    def preflight(self, passed: bool, checks: list[ev.Check], actor: str, tree_sha: str | None = None) -> ev.Event:
+    def preflight(self, passed: bool, checks: list[ev.Check], actor: str, tree_sha: str | None = None,
+                  diff_key: str | None = None, *, at: float | None = None) -> ev.Event:
         self._require(PROPOSED, "record a preflight")
-        return self._trigger(ev.PreflightChecked, passed=passed, checks=checks, tree_sha=tree_sha, actor=actor)
+        return self._trigger(ev.PreflightChecked, at=at, passed=passed, checks=checks, tree_sha=tree_sha,
+                             diff_key=diff_key, actor=actor)
 
-    def request_launch(self, actor: str, **fields: Any) -> ev.Event:
+    def request_launch(self, actor: str, *, task: str, seeds: list[int] | None = None, gpus: int = 0,
+                       priority: int = 0, at: float | None = None) -> ev.Event:
         self._require(PROPOSED, "request a launch")
-        return self._trigger(ev.LaunchRequested, actor=actor, **fields)
+        return self._trigger(ev.LaunchRequested, at=at, actor=actor, task=task, seeds=list(seeds or [0]), gpus=gpus,
+                             priority=priority)
 
     def claim(self, runner: str, lease_s: float, now: float) -> ev.Event:
         self._require(QUEUED, "be claimed")
@@ -219,61 +262,95 @@ class Trial(Aggregate):
                              lease_expires=now + lease_s, actor=f"runner:{runner}")
 
     def _fence(self, runner: str, epoch: int) -> None:
-        if self.phase in (QUEUED, LABELLED, PROPOSED) or runner != self.runner or epoch != self.epoch:
+        if self.phase not in LEASED or runner != self.runner or epoch != self.epoch:
             raise StaleEpoch(
                 f"trial {self.number}: runner {runner} epoch {epoch} is stale "
                 f"(trial is {self.phase}, epoch {self.epoch}{' held by ' + self.runner if self.runner else ''})"
             )
 
-    def renew(self, runner: str, epoch: int, lease_s: float, now: float) -> ev.Event:
+    def renew(self, runner: str, epoch: int, lease_s: float, now: float, *, at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)
-        return self._trigger(ev.LeaseRenewed, runner=runner, epoch=epoch, lease_expires=now + lease_s,
+        return self._trigger(ev.LeaseRenewed, at=at, runner=runner, epoch=epoch, lease_expires=now + lease_s,
                              actor=f"runner:{runner}")
 
     def requeue(self, actor: str, now: float, reason: str = "lease expired") -> list[ev.Event]:
-        if self.phase not in (CLAIMED, RUNNING, FINISHED, EVALUATED) or self.lease_expires > now:
+        if self.phase not in LEASED or self.lease_expires > now:
             raise CommandRefused(f"trial {self.number} holds a live lease; nothing to requeue")
         old_runner, old_epoch = self.runner, self.epoch
         lost = self._trigger(ev.OutcomeLabelled, status="runner_lost", epoch=old_epoch, actor=actor,
                              reason=f"{reason}: runner {old_runner} stopped renewing its lease (epoch {old_epoch})")
-        self.phase = QUEUED  # the label above records the lost attempt; the trial itself goes on
         req = self._trigger(ev.LaunchRequeued, previous_runner=old_runner, previous_epoch=old_epoch,
                             epoch=old_epoch, reason=reason, actor=actor)
         return [lost, req]
 
-    def start(self, runner: str, epoch: int, **fields: Any) -> ev.Event:
+    def start(self, runner: str, epoch: int, *, host: str, accelerator: str, versions: dict[str, str] | None = None,
+              tree_sha: str = "", slot: int = 0, cpu_threads: int = 0, cuda_visible_devices: str = "", at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)
-        return self._trigger(ev.TrialStarted, runner=runner, epoch=epoch, actor=f"runner:{runner}", **fields)
+        return self._trigger(ev.TrialStarted, at=at, runner=runner, epoch=epoch, actor=f"runner:{runner}", host=host,
+                             accelerator=accelerator, versions=dict(versions or {}), tree_sha=tree_sha, slot=slot,
+                             cpu_threads=cpu_threads, cuda_visible_devices=cuda_visible_devices)
 
-    def log_metrics(self, runner: str, epoch: int, points: list[ev.MetricPoint]) -> ev.Event:
+    def log_metrics(self, runner: str, epoch: int, points: list[ev.MetricPoint], *, at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)
-        return self._trigger(ev.MetricsLogged, epoch=epoch, points=points, actor=f"runner:{runner}")
+        return self._trigger(ev.MetricsLogged, at=at, epoch=epoch, points=points, actor=f"runner:{runner}")
 
-    def finish(self, runner: str, epoch: int, **fields: Any) -> ev.Event:
+    def finish(self, runner: str, epoch: int, *, exit_status: int | None, signal: int | None = None,
+               timed_out: bool = False, wall_s: float = 0.0, cpu_s: float = 0.0, peak_rss_bytes: int = 0,
+               peak_gpu_bytes: int = 0, artifact_sha: str | None = None, artifact_bytes: int = 0,
+               code_bytes: int = 0, log_sha: str | None = None, log_bytes: int = 0,
+               tree_sha_after: str = "", at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)
-        return self._trigger(ev.TrialFinished, epoch=epoch, actor=f"runner:{runner}", **fields)
+        return self._trigger(ev.TrialFinished, at=at, epoch=epoch, actor=f"runner:{runner}", exit_status=exit_status,
+                             signal=signal, timed_out=timed_out, wall_s=wall_s, cpu_s=cpu_s,
+                             peak_rss_bytes=peak_rss_bytes, peak_gpu_bytes=peak_gpu_bytes, artifact_sha=artifact_sha,
+                             artifact_bytes=artifact_bytes, code_bytes=code_bytes, log_sha=log_sha,
+                             log_bytes=log_bytes, tree_sha_after=tree_sha_after)
 
-    def record_evaluation(self, runner: str, epoch: int, actor: str, **fields: Any) -> ev.Event:
+    def record_evaluation(self, runner: str, epoch: int, actor: str, *, score: float | None,
+                          evaluator: str, evaluator_sha: str, metrics: dict[str, float] | None = None,
+                          gates: list[ev.GateResult] | None = None, eval_wall_s: float = 0.0,
+                          log_sha: str | None = None, at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)
-        return self._trigger(ev.TrialEvaluated, epoch=epoch, actor=actor, **fields)
+        return self._trigger(ev.TrialEvaluated, at=at, epoch=epoch, actor=actor, score=score, metrics=dict(metrics or {}),
+                             gates=list(gates or []), evaluator=evaluator, evaluator_sha=evaluator_sha,
+                             eval_wall_s=eval_wall_s, log_sha=log_sha)
 
     def label_outcome(self, status: str, actor: str, *, runner: str | None = None, epoch: int | None = None,
-                      **fields: Any) -> ev.Event:
+                      reason: str = "", excerpt: str = "", score: float | None = None, at: float | None = None) -> ev.Event:
+        """The run's outcome: ``scored`` (the evaluator's score stands) or a failure label. Fenced
+        when a runner labels its own attempt; otherwise only an unlabelled trial may be labelled."""
         if runner is not None:
             self._fence(runner, epoch or 0)
         elif self.phase == LABELLED:
             raise CommandRefused(f"trial {self.number} is already labelled {self.status}; relabel instead")
-        return self._trigger(ev.OutcomeLabelled, status=status, actor=actor, epoch=self.epoch, **fields)
+        return self._trigger(ev.OutcomeLabelled, at=at, status=status, actor=actor, epoch=self.epoch, reason=reason,
+                             excerpt=excerpt, score=score)
 
-    def relabel(self, status: str, reason: str, actor: str) -> ev.Event:
+    def judge(self, actor: str, *, verdict: str, runs: list[ev.RunScore], mean: float, threshold: ev.Threshold,
+              incumbent_id: uuid.UUID | None, incumbent_number: int | None, incumbent_score: float | None,
+              improvement: float | None, confirmations_wanted: int, policy: str, reason: str, at: float | None = None) -> ev.Event:
+        """The campaign's verdict on this scored proposal (see ``ev.VERDICTS``)."""
+        if self.status not in ("scored",):
+            raise CommandRefused(f"trial {self.number} is {self.status or self.phase}; only a scored trial is judged")
+        delta = mean - incumbent_score if incumbent_score is not None else None
+        return self._trigger(ev.TrialJudged, at=at, actor=actor, verdict=verdict, runs=list(runs), mean=mean,
+                             threshold=threshold, incumbent_id=incumbent_id, incumbent_number=incumbent_number,
+                             incumbent_score=incumbent_score, improvement=improvement, delta=delta,
+                             confirmations_wanted=confirmations_wanted, policy=policy, reason=reason)
+
+    def relabel(self, status: str, reason: str, actor: str, *, at: float | None = None) -> ev.Event:
+        """A correction by a named actor: the trial's outcome becomes ``status``. The previous one is
+        what a reader saw: the campaign's verdict on a scored trial, else its label."""
         if self.status is None:
             raise CommandRefused(f"trial {self.number} has no label yet to correct")
         if not reason.strip():
             raise CommandRefused("a relabel needs a reason")
-        return self._trigger(ev.TrialRelabelled, status=status, previous_status=self.status, reason=reason, actor=actor)
+        previous = self.verdict.verdict if self.status == "scored" and self.verdict is not None else self.status
+        return self._trigger(ev.TrialRelabelled, at=at, status=status, previous_status=previous, reason=reason,
+                             actor=actor)
 
-    def quarantine(self, reason: str, actor: str) -> ev.Event:
-        return self._trigger(ev.TrialQuarantined, reason=reason, actor=actor)
+    def quarantine(self, reason: str, actor: str, *, at: float | None = None) -> ev.Event:
+        return self._trigger(ev.TrialQuarantined, at=at, reason=reason, actor=actor)
 
     def _require(self, phase: str, what: str) -> None:
         if self.phase != phase:

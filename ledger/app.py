@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ from ledger import events as ev
 from ledger.aggregates import Aggregate, LedgerRoot
 from ledger.artifacts import ArtifactStore, DirArtifactStore, MemoryArtifactStore, PostgresArtifactStore
 from ledger.codec import LedgerMapper, decode
-from ledger.merkle import Frontier, leaf_hash
+from ledger.merkle import Frontier
 from ledger.recorders import SealedPOPORecorder
 from ledger.store import LedgerError, StoreConfig, eventsourcing_env, parse_url
 
@@ -68,6 +68,7 @@ class Ledger:
         self.app = app
         self.recorder: Any = app.recorder
         self.artifacts = artifacts
+        self._id: str | None = None
 
     # opening -----------------------------------------------------------------------------
     @classmethod
@@ -142,8 +143,6 @@ class Ledger:
             ) from None
         return [r.notification.id for r in recordings]
 
-    append = save
-
     # reading -----------------------------------------------------------------------------
     def stream(self, originator_id: uuid.UUID) -> list[ev.Event]:
         return list(self.app.events.get(originator_id))
@@ -154,29 +153,23 @@ class Ledger:
     def exists(self, originator_id: uuid.UUID) -> bool:
         return bool(self.app.recorder.select_events(originator_id, limit=1))
 
-    def events(self, start: int = 0, topics: tuple[str, ...] = ()) -> Iterator[Recorded]:
-        """Every event in commit order from leaf position ``start``."""
-        nid_start = 1
-        if start > 0:
-            nid = self._nid_at(start)
-            if nid is None:
-                return
-            nid_start = nid
-        position = start
-        section = 2000
-        while True:
-            notes = self.app.recorder.select_notifications(nid_start, section)
-            if not notes:
-                return
-            for n in notes:
-                e = decode(n.topic, n.state)
-                if not topics or n.topic in topics:
-                    yield Recorded(position, n.id, e)
-                position += 1
-            nid_start = notes[-1].id + 1
+    def events(self, start: int = 0, types: Iterable[type[ev.Event]] = (), *, until: int | None = None,
+               batch: int = 2000) -> Iterator[Recorded]:
+        """Every event in commit order with a leaf position in ``[start, until)`` (only of ``types``
+        when given: the store filters, so a reader of a few types never decodes the rest). The one
+        reading path of the log: projections, the runners' queue and the commands all read it.
 
-    def _nid_at(self, position: int) -> int | None:
-        return self.recorder.nid_at(position)
+        Positions below ``size()`` are all committed, so a reader that polls with
+        ``until=size()`` may move its cursor to that size afterwards."""
+        topics = tuple(ev.TOPIC_OF[t] for t in types)
+        position = start
+        while True:
+            rows = self.recorder.select_recorded(position, batch, topics, until)
+            for pos, nid, topic, state in rows:
+                yield Recorded(pos, nid, decode(topic, state))
+            if len(rows) < batch:
+                return
+            position = rows[-1][0] + 1
 
     def size(self) -> int:
         return self.recorder.tree_state()[0]
@@ -190,9 +183,13 @@ class Ledger:
 
     def ledger_id(self) -> str:
         """The ledger's identity: the hex leaf hash of its first event (LedgerInitialized)."""
-        for _pos, _nid, leaf in self.recorder.iter_leaves(batch=1):
-            return leaf.hex()[:32]
-        raise LedgerError(f"{self.cfg.describe()} is empty; run `arledger init`")
+        if self._id is None:
+            for _pos, _nid, leaf in self.recorder.iter_leaves(batch=1):
+                self._id = bytes(leaf).hex()[:32]
+                break
+            else:
+                raise LedgerError(f"{self.cfg.describe()} is empty; run `arledger init`")
+        return self._id
 
     def is_initialised(self) -> bool:
         return self.exists(ev.LEDGER_ID)
@@ -241,8 +238,3 @@ def _probe_postgres(cfg: StoreConfig) -> Any:
             f"cannot reach {cfg.describe()}: {msg}; check the URL, that the server runs and accepts you"
         ) from None
 
-
-def leaf_for_row(position: int, oid: uuid.UUID, version: int, topic: str, state: bytes) -> bytes:
-    from ledger.codec import leaf_data
-
-    return leaf_hash(leaf_data(position, oid, version, topic, state))

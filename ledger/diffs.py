@@ -93,6 +93,17 @@ def normalise(diff: str) -> str:
     return "\n".join(keep)
 
 
+def duplicate_key(parent_tree_sha: str, diff: str) -> str:
+    """The duplicate key of a change: the same normalised diff on the same parent code. (The same
+    change on another parent is a different trial: that is how keeps are combined.)"""
+    return hashlib.sha256(f"{parent_tree_sha}\n{normalise(diff)}".encode()).hexdigest()
+
+
+def tree_key(tree_sha: str) -> str:
+    """The duplicate key of a resulting code tree: the exact code was already tried."""
+    return f"tree:{tree_sha}"
+
+
 def parse(diff: str) -> list[FilePatch]:
     """Parse a unified diff; raises DiffError with the line number of the first problem."""
     if not diff.strip():

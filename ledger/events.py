@@ -11,7 +11,7 @@ Three kinds of aggregate own the events:
   imports;
 * a **campaign**: opened, trials registered, noise measured, incumbents promoted, closed;
 * a **trial**: proposed, preflight, launch, claim, lease, start, metrics, finish, evaluation,
-  outcome, relabel.
+  outcome (the runner's part ends here), verdict (the campaign's), relabel (a correction).
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ LEDGER_ID = uuid.UUID("6a1f0c3e-8d2b-5b7e-9c11-0a7ed6e70001")
 
 NAMESPACE = uuid.UUID("0b6a9c5e-3f1d-5a2e-8e77-a1ed9e700000")
 
-# Every outcome label a trial can end with. ``baseline`` and ``harness_abort`` exist for imported
-# records (the CMU harness used both); the loop itself never writes them except ``baseline``.
+# Every outcome label a trial's run can end with (OutcomeLabelled). A runner's part ends at
+# ``scored`` (the evaluator's score stands) or a failure label; whether a scored trial is kept is the
+# campaign's verdict (TrialJudged), never a label. ``keep``/``discard`` labels come from imported
+# records and from ledgers written before verdicts were events (the runner labelled every scored
+# trial ``discard`` and the campaign relabelled keeps); ``baseline`` and ``harness_abort`` exist for
+# imported records (the CMU harness used both).
 STATUSES: tuple[str, ...] = (
+    "scored",
     "keep",
     "discard",
     "crash",
@@ -42,6 +47,8 @@ STATUSES: tuple[str, ...] = (
     "disqualified",
     "oom",
     "diverged",
+    "truncated",
+    "stopped_early",
     "illegal_edit",
     "duplicate",
     "runner_lost",
@@ -49,8 +56,12 @@ STATUSES: tuple[str, ...] = (
     "baseline",
     "harness_abort",
 )
-VALID_SCORED = ("keep", "discard", "baseline")
+VALID_SCORED = ("scored", "keep", "discard", "baseline")
 """Labels of trials whose score is a valid evaluator score."""
+
+VERDICTS: tuple[str, ...] = ("candidate", "keep", "discard")
+"""The campaign's verdicts on a scored proposal (TrialJudged): ``candidate`` — it beat the incumbent
+once and awaits its confirmation runs; ``keep`` — promoted; ``discard`` — not good enough."""
 
 
 def now() -> float:
@@ -180,6 +191,17 @@ class RecordImported(Event, frozen=True, kw_only=True):
 # the campaign aggregate
 
 
+class NoisePolicyDecl(msgspec.Struct, frozen=True, kw_only=True):
+    """The keep rule a campaign opened with: a keep needs an improvement > max(min_delta, k x sd),
+    confirmed by ``confirmation_runs`` more runs on other seeds."""
+
+    min_delta: float
+    k: float
+    sd: float
+    confirmation_runs: int = 0
+    seeds_per_trial: int = 1
+
+
 class CampaignOpened(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "campaign"
     name: str
@@ -188,6 +210,7 @@ class CampaignOpened(Event, frozen=True, kw_only=True):
     task_sha: str  # content hash of the task directory (spec, recipe, evaluator)
     metric: str
     direction: str  # "min" | "max"
+    noise_policy: NoisePolicyDecl | None = None  # None in ledgers written before it was recorded
     arm: str = "lineage"
     specialists: list[SpecialistDecl] = []
     budgets: dict[str, float] = {}
@@ -238,6 +261,34 @@ class IncumbentPromoted(Event, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class RunScore(msgspec.Struct, frozen=True, kw_only=True):
+    """One run a verdict rests on: the trial that ran it and the evaluator's score."""
+
+    number: int
+    trial_id: uuid.UUID
+    score: float
+
+
+class Threshold(msgspec.Struct, frozen=True, kw_only=True):
+    """The improvement a keep had to exceed, and how it was computed: max(min_delta, k x sd)."""
+
+    value: float
+    min_delta: float
+    k: float
+    sd: float
+    sd_runs: int = 0  # the runs the sd was measured on (0: the task's declared figure)
+    sd_source: str = "task"
+    rule: str = ""  # the same, in words
+
+
+class SpecialistRetired(Event, frozen=True, kw_only=True):
+    """A specialist asked for no more proposals in this campaign, and why (e.g. nothing left to try)."""
+
+    aggregate: ClassVar[str] = "campaign"
+    specialist: str
+    reason: str
+
+
 class CampaignClosed(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "campaign"
     reason: str
@@ -262,6 +313,7 @@ class TrialProposed(Event, frozen=True, kw_only=True):
     diff_sha: str | None = None  # unified diff against the parent's code, in the artifact store
     diff_bytes: int = 0
     prompt_sha: str | None = None  # the exact rendered lineage view / prompt the proposer saw
+    transcript_sha: str | None = None  # the proposer's whole conversation (an LLM's, a coding agent's)
     notes: str = ""
     kind: str = "proposal"  # proposal | baseline | rerun | confirmation | imported
     confirms: uuid.UUID | None = None  # for reruns/confirmations: the trial they re-measure
@@ -277,6 +329,7 @@ class PreflightChecked(Event, frozen=True, kw_only=True):
     passed: bool
     checks: list[Check] = []
     tree_sha: str | None = None  # the workspace tree hash the preflight built
+    diff_key: str | None = None  # the duplicate key of the change (its normalised diff on its parent's code)
 
 
 class LaunchRequested(Event, frozen=True, kw_only=True):
@@ -368,7 +421,7 @@ class OutcomeLabelled(Event, frozen=True, kw_only=True):
     excerpt: str = ""
     epoch: int = 0
     score: float | None = None
-    delta: float | None = None  # score - incumbent score at labelling time
+    delta: float | None = None  # legacy (written by runners before verdicts were events); unused now
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -388,6 +441,33 @@ class TrialRelabelled(Event, frozen=True, kw_only=True):
             raise msgspec.ValidationError(f"unknown status {self.status!r}")
 
 
+class TrialJudged(Event, frozen=True, kw_only=True):
+    """The campaign's verdict on a scored proposal, with its evidence (see ``VERDICTS``).
+
+    ``runs`` are the scores it rests on (the proposal's own run, then its confirmation runs);
+    ``mean`` their mean; ``improvement`` how much the mean beats the incumbent (positive = better);
+    ``delta`` the raw difference mean - incumbent score. A ``keep`` is saved together with the
+    campaign's ``IncumbentPromoted``."""
+
+    aggregate: ClassVar[str] = "trial"
+    verdict: str
+    runs: list[RunScore]
+    mean: float
+    incumbent_id: uuid.UUID | None = None
+    incumbent_number: int | None = None
+    incumbent_score: float | None = None
+    improvement: float | None = None
+    delta: float | None = None
+    threshold: Threshold
+    confirmations_wanted: int = 0
+    policy: str = ""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise msgspec.ValidationError(f"unknown verdict {self.verdict!r}")
+
+
 class TrialQuarantined(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "trial"
     reason: str
@@ -403,6 +483,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TrialRegistered,
     NoiseMeasured,
     IncumbentPromoted,
+    SpecialistRetired,
     CampaignClosed,
     TrialProposed,
     PreflightChecked,
@@ -417,14 +498,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OutcomeLabelled,
     TrialRelabelled,
     TrialQuarantined,
+    TrialJudged,
 )
 
 BY_TOPIC: dict[str, type[Event]] = {f"arledger.{c.__name__}.v{SCHEMA}": c for c in EVENT_TYPES}
 TOPIC_OF: dict[type[Event], str] = {c: t for t, c in BY_TOPIC.items()}
-
-
-def topic_of(event: Event) -> str:
-    return TOPIC_OF[type(event)]
 
 
 _NOT_ARTIFACTS = ("task_sha", "evaluator_sha", "tree_sha", "tree_sha_after")

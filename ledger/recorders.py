@@ -7,7 +7,8 @@ sealed, on every store. Positions are dense (0, 1, 2, …) in commit order; noti
 gaps on PostgreSQL (a rolled-back sequence value), positions never do.
 
 Each recorder also exposes the raw readers verification needs: ``iter_rows`` (stored rows in
-commit order, undecoded), ``iter_leaves`` and ``tree_state``.
+commit order, undecoded), ``iter_leaves`` and ``tree_state``; and ``select_recorded``, the one
+reading path of ``Ledger.events`` (rows from a leaf position, optionally of some topics only).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ledger.merkle import Frontier, leaf_hash
 
 Row = tuple[int, "uuid.UUID | str", int, str, bytes]  # notification id, originator (UUID or hex), version, topic, state
 LeafRow = tuple[int, int, bytes]  # position, notification id, leaf hash
+RecordedRow = tuple[int, int, str, bytes]  # position, notification id, topic, stored state
 
 
 def _seal(frontier: Frontier, ids: Sequence[int], stored: Sequence[StoredEvent]) -> list[LeafRow]:
@@ -127,6 +129,23 @@ class SealedSQLiteRecorder(SQLiteApplicationRecorder):
             conn.close()
         return None if row is None else row[0]
 
+    def select_recorded(self, start: int, limit: int, topics: Sequence[str] = (),
+                        stop: int | None = None) -> list[RecordedRow]:
+        """Up to ``limit`` stored rows with leaf positions in ``[start, stop)``, in commit order, only
+        of ``topics`` when given: ``(position, notification id, topic, state)``."""
+        where = f" AND e.topic IN ({','.join('?' * len(topics))})" if topics else ""
+        end = (1 << 62) if stop is None else stop
+        conn = self._ro()
+        try:
+            return conn.execute(
+                f"SELECT l.position, e.rowid, e.topic, e.state FROM arledger_leaves l "
+                f"JOIN {self.events_table_name} e ON e.rowid = l.notification_id "
+                f"WHERE l.position >= ? AND l.position < ?{where} ORDER BY l.position LIMIT ?",
+                (start, end, *topics, limit)
+            ).fetchall()
+        finally:
+            conn.close()
+
 
 class SealedPOPORecorder(POPOApplicationRecorder):
     def __init__(self) -> None:
@@ -160,6 +179,19 @@ class SealedPOPORecorder(POPOApplicationRecorder):
     def nid_at(self, position: int) -> int | None:
         with self._database_lock:
             return self._leaves[position][1] if 0 <= position < len(self._leaves) else None
+
+    def select_recorded(self, start: int, limit: int, topics: Sequence[str] = (),
+                        stop: int | None = None) -> list[RecordedRow]:
+        want = set(topics)
+        out: list[RecordedRow] = []
+        with self._database_lock:
+            rows = self._stored_events[start:stop]
+        for i, s in enumerate(rows, start=start):
+            if not want or s.topic in want:
+                out.append((i, i + 1, s.topic, s.state))
+                if len(out) >= limit:
+                    break
+        return out
 
 
 def _postgres_recorder_class() -> type:
@@ -257,6 +289,18 @@ def _postgres_recorder_class() -> type:
                 )
                 row = curs.fetchone()
             return None if row is None else row["position"]
+
+        def select_recorded(self, start: int, limit: int, topics: Sequence[str] = (),
+                            stop: int | None = None) -> list[RecordedRow]:
+            where = SQL(" AND e.topic = ANY(%s)") if topics else SQL("")
+            end = (1 << 62) if stop is None else stop
+            args: tuple[Any, ...] = (start, end, list(topics), limit) if topics else (start, end, limit)
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+                cur.execute(
+                    SQL("SELECT l.position, e.notification_id, e.topic, e.state FROM {0} l JOIN {1} e "
+                        "ON e.notification_id = l.notification_id WHERE l.position >= %s AND l.position < %s{2} "
+                        "ORDER BY l.position LIMIT %s").format(self._leaves_t, self._events_t, where), args)
+                return [(p, n, t, bytes(st)) for p, n, t, st in cur.fetchall()]
 
     return SealedPostgresRecorder
 

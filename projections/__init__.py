@@ -4,6 +4,7 @@ statistics, the audit report and the paper export. Depends on ``ledger`` only.""
 from projections.base import Projection
 from projections.lineage_view import render_lineage_view
 from projections.projector import ALL, Projector
-from projections.trials import CampaignInfo, TrialRow, TrialTable
+from projections.records import CampaignInfo, TrialRow
+from projections.trials import TrialTable
 
 __all__ = ["ALL", "CampaignInfo", "Projection", "Projector", "TrialRow", "TrialTable", "render_lineage_view"]

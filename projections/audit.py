@@ -24,10 +24,13 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from ledger.objective import Objective
+from ledger.store import LedgerError
 from projections.diffscan import Analysis, analyse, apply_diff, knob_lines, regions
 from projections.lineage_view import clip, fmt_delta, fmt_score
+from projections.records import HARNESS_STATUSES, CampaignInfo, TrialRow
 from projections.stats import NoiseReport
-from projections.trials import HARNESS_STATUSES, CampaignInfo, TrialRow, TrialTable
+from projections.trials import TrialTable
 
 BASELINE_KEYS = ("baseline_tree_sha", "baseline_files_sha", "baseline_code_sha", "recipe_tree_sha")
 
@@ -220,17 +223,8 @@ def campaign_report(proj: Any, info: CampaignInfo, resolver: CodeResolver) -> di
     drift["harness_changes"] = [{"at": at, "version": v, "reason": why} for at, v, why in info.harness_history]
 
     # corrections, harness failures, noise ------------------------------------------------------
-    # the runner labels every scored trial discard; the campaign's promotion rule relabels the ones
-    # it promotes (IncumbentPromoted names the evidence): those are decisions, not corrections
-    promoted = {p.number for p in info.promotions}
-    corrections, by_rule = [], 0
-    for c in table.corrections:
-        if c["campaign"] != info.name:
-            continue
-        if c["kind"] == "relabel" and c["to"] in ("keep", "baseline") and c["number"] in promoted:
-            by_rule += 1
-        else:
-            corrections.append(c)
+    # (verdicts are the campaign's decisions, not corrections: the trial table lists only the latter)
+    corrections = [c for c in table.corrections if c["campaign"] == info.name]
     harness = [{"number": r.number, "status": r.status, "specialist": r.specialist,
                 "hypothesis": r.hypothesis, "excerpt": r.excerpt or r.reason, "quarantined": r.quarantined}
                for r in rows if r.status in HARNESS_STATUSES]
@@ -253,7 +247,7 @@ def campaign_report(proj: Any, info: CampaignInfo, resolver: CodeResolver) -> di
         "campaign": info.name, "task": info.task, "metric": info.metric, "direction": info.direction,
         "arm": info.arm, "imported": imported[-1] if imported else None, "notes": notes,
         "submissions_summary": summary, "submissions": subs, "evaluation_drift": drift,
-        "corrections": corrections, "promotion_relabels": by_rule, "harness_failures": harness,
+        "corrections": corrections, "harness_failures": harness,
         "noise": {"noise_sd": noise["noise_sd"], "source": noise["source"], "keeps": len(noise["keeps"]),
                   "within_noise": within,
                   "single_run_within_noise": [k for k in within if k["single_run"]]},
@@ -268,7 +262,7 @@ def build_report(proj: Any, campaigns: list[str] | None = None, *, artifacts: An
     if campaigns:
         missing = [c for c in campaigns if table.campaign(c) is None]
         if missing:
-            raise KeyError(f"no campaign {', '.join(missing)} in this ledger")
+            raise LedgerError(f"no campaign {', '.join(missing)} in this ledger")
         infos = [c for c in infos if c.name in campaigns]
     resolver = CodeResolver(table, artifacts)
     return {"ledger": ledger, "generated_at": time.time(), "events": proj.cursor,
@@ -291,7 +285,7 @@ def render_markdown(report: dict[str, Any], *, hyp_chars: int = 90) -> str:
     for c in report["campaigns"]:
         metric = c["metric"]
         out += [f"## Campaign {c['campaign']}", "",
-                f"Task {c['task']} · metric {metric} ({'lower' if c['direction'] == 'min' else 'higher'} is better)"
+                f"Task {c['task']} · metric {metric} ({Objective(c['direction']).word} is better)"
                 f" · arm {c['arm']}", ""]
         for n in c["notes"]:
             out += [f"> {n}", ""]
@@ -339,10 +333,6 @@ def render_markdown(report: dict[str, Any], *, hyp_chars: int = 90) -> str:
                            f"{_md(x['reason'])} |")
         else:
             out.append("None.")
-        if c.get("promotion_relabels"):
-            out += ["", f"Not listed: {c['promotion_relabels']} label(s) set by the campaign's promotion rule "
-                    "(the runner labels every scored trial discard; each promotion relabels its trial keep, "
-                    "with the evidence in its IncumbentPromoted event)."]
         out.append("")
         hf = c["harness_failures"]
         counts = Counter(x["status"] for x in hf)

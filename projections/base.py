@@ -3,7 +3,7 @@
 A :class:`Projection` sees every :class:`~ledger.app.Recorded` event once, in commit order, through
 ``apply``. Its ``state`` is plain data (dicts, lists, numbers, strings) so two projections can be
 compared: folding a log in any chunking, with ``state`` read between chunks, gives the same
-``state`` as ``rebuild(events)`` over the whole log at once.
+``state`` as ``Projector.rebuild(events)`` over the whole log at once.
 
 Handlers are methods named ``on_<EventType>(self, rec, event)``; ``apply`` dispatches on the event's
 type. A projection may declare projections it reads (``requires``); the
@@ -13,13 +13,11 @@ type. A projection may declare projections it reads (``requires``); the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ledger import events as ev
 from ledger.app import Recorded
-
-P = TypeVar("P", bound="Projection")
 
 
 class Projection:
@@ -53,15 +51,6 @@ class Projection:
     def state(self) -> Any:
         """Plain, comparable data: what this projection knows."""
         raise NotImplementedError
-
-    @classmethod
-    def rebuild(cls: type[P], events: Iterable[Recorded]) -> P:
-        """A fresh projection (with fresh dependencies) folded over ``events``."""
-        from projections.projector import Projector
-
-        p = Projector([cls])
-        p.apply_all(events)
-        return p[cls]
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.state == other.state  # type: ignore[attr-defined]

@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from projections.trials import CampaignInfo
+from ledger.store import LedgerError
+from projections.records import CampaignInfo
 
 TABLES = ("trials", "status_counts", "specialists", "keeps", "headline", "arms", "cost", "throughput",
           "diversity", "noise")
@@ -54,7 +55,7 @@ def select(proj: Any, campaigns: list[str] | None) -> list[CampaignInfo]:
         return infos
     missing = [c for c in campaigns if proj.trials.campaign(c) is None]
     if missing:
-        raise KeyError(f"no campaign {', '.join(missing)} in this ledger "
+        raise LedgerError(f"no campaign {', '.join(missing)} in this ledger "
                        f"(there are: {', '.join(c.name for c in infos) or 'none'})")
     return [proj.trials.campaign(c) for c in campaigns]  # type: ignore[misc]
 
@@ -194,7 +195,7 @@ def tex_escape(s: str) -> str:
 
 
 def metric_cell(info: CampaignInfo) -> str:
-    words = "lower" if info.direction == "min" else "higher"
+    words = info.objective.word
     gates = info.config.get("gates") or {}
     extra = ""
     if isinstance(gates, dict) and gates.get("accuracy_min") is not None:

@@ -26,9 +26,20 @@ STATUS_COLORS = {
     "preflight_crash": "#ff9896", "size_blocked": "#ff7f0e", "train_budget_overrun": "#bcbd22",
     "eval_budget_overrun": "#e7ba52", "disqualified": "#9467bd", "oom": "#8c564b", "diverged": "#e377c2",
     "illegal_edit": "#17becf", "duplicate": "#c5b0d5", "runner_lost": "#7f7f7f", "cancelled": "#c7c7c7",
-    "harness_abort": "#1f77b4", "(pending)": "#dddddd",
+    "harness_abort": "#1f77b4", "(pending)": "#dddddd", "candidate": "#98df8a", "scored": "#aec7e8",
+    "confirmation": "#6b8e23", "rerun": "#6b6ecf", "truncated": "#dbdb8d", "stopped_early": "#ad494a",
 }
-STATUS_ORDER = [*ev.STATUSES, "(pending)"]
+STATUS_ORDER = ["baseline", "keep", "candidate", "confirmation", "rerun",
+                *[s for s in ev.STATUSES if s not in ("baseline", "keep")], "(pending)"]
+
+
+def category(row: Any) -> str:
+    """How a trial is drawn: re-measures (baseline, confirmation, rerun) apart from proposals' outcomes."""
+    if row.status is None:
+        return "(pending)"
+    if row.kind in ("baseline", "confirmation", "rerun") and row.label in ev.VALID_SCORED:
+        return row.kind
+    return row.status
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
@@ -44,22 +55,21 @@ def _save(fig: Any, out: Path, stem: str) -> list[Path]:
 
 
 def _metric_label(info: Any) -> str:
-    return f"{info.metric} ({'lower' if info.direction == 'min' else 'higher'} is better)"
+    return f"{info.metric} ({info.objective.word} is better)"
 
 
 def progress(proj: Any, info: Any, out: Path, stem: str) -> list[Path]:
     rows = proj.trials.rows(info.campaign_id)
-    statuses = [r.status or "(pending)" for r in rows]
+    statuses = [category(r) for r in rows]
     present = [s for s in STATUS_ORDER if s in set(statuses)]
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
                                     gridspec_kw={"height_ratios": [3.2, max(1.0, 0.22 * len(present))],
                                                  "hspace": 0.06})
     scored = [r for r in rows if r.score is not None]
-    sign = 1.0 if info.direction == "min" else -1.0
     off_scale = 0
     if scored:
         ys = np.array([r.score for r in scored], dtype=float)
-        best_val = ys.min() if info.direction == "min" else ys.max()
+        best_val = min(ys, key=info.objective.sort_key)
         base = proj.trials.baseline(info.campaign_id)
         ref = base.score if base is not None and base.score is not None else float(np.median(ys))
         # robust y-range: from the best to a little past the baseline / the bulk of the scores
@@ -70,7 +80,7 @@ def progress(proj: Any, info: Any, out: Path, stem: str) -> list[Path]:
         else:
             lo, hi = min(ref - 0.35 * spread, max(q, ref - 1.5 * spread)), best_val + 0.12 * spread
         for s in present:
-            pts = [r for r in scored if (r.status or "(pending)") == s]
+            pts = [r for r in scored if category(r) == s]
             if not pts:
                 continue
             x = np.array([r.number for r in pts])
@@ -85,17 +95,10 @@ def progress(proj: Any, info: Any, out: Path, stem: str) -> list[Path]:
                 edge = np.where(y[over] > hi, hi, lo)
                 ax.scatter(x[over], edge, marker="^" if info.direction == "min" else "v", s=14,
                            c=STATUS_COLORS.get(s, "#555555"), alpha=0.6, zorder=2, clip_on=False)
-        # best so far: the running incumbent over keeps and the baseline
-        inc = [r for r in rows if r.status in ("keep", "baseline") and r.score is not None]
-        if inc:
-            xs, bs, cur = [], [], None
-            for r in inc:
-                if cur is None or sign * r.score < sign * cur:
-                    cur = r.score
-                xs.append(r.number)
-                bs.append(cur)
-            xs.append(rows[-1].number)
-            bs.append(cur)
+        # best so far: the confirmed incumbent (each promotion's mean), never a single unconfirmed run
+        if info.promotions:
+            xs = [p.number for p in info.promotions] + [rows[-1].number]
+            bs = [p.score for p in info.promotions] + [info.promotions[-1].score]
             ax.step(xs, bs, where="post", color=STATUS_COLORS["keep"], lw=1.8, zorder=4, label="best so far")
         ax.set_ylim(lo, hi)
     ax.set_ylabel(_metric_label(info))

@@ -35,13 +35,17 @@ from typing import Any
 
 from ledger import events as ev
 from ledger.app import Recorded
+from ledger.store import LedgerError
 from projections.base import Projection
+from projections.records import CampaignInfo, TrialRow
 from projections.stats import Leaderboard, LineageTree
-from projections.trials import CampaignInfo, PerTrialAggregate, TrialRow, TrialTable
+from projections.trials import PerTrialAggregate, TrialTable
 
 CHARS_PER_TOKEN = 4
 DEAD_STATUSES = frozenset(s for s in ev.STATUSES
-                          if s not in ("keep", "baseline", "runner_lost", "cancelled", "harness_abort", "duplicate"))
+                          if s not in ("scored", "keep", "baseline", "runner_lost", "cancelled", "harness_abort",
+                                       "duplicate"))
+"""A proposal that ended here is a dead idea (a candidate awaiting confirmation is not)."""
 SATURATION_WINDOW = 5
 RECENT_OWN = 6
 RECENT_OTHER = 4
@@ -80,7 +84,7 @@ class LineageIndex(PerTrialAggregate):
         bisect.insort(self.by_specialist[e.campaign_id].setdefault(e.specialist, []), e.number)
 
     def contribution(self, row: TrialRow) -> Any:
-        if row.kind == "baseline" or row.status not in DEAD_STATUSES or not row.hypothesis.strip():
+        if row.kind != "proposal" or row.status not in DEAD_STATUSES or not row.hypothesis.strip():
             return None
         return (dedup_key(row.hypothesis), row.number)
 
@@ -145,15 +149,11 @@ def clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
-def direction_words(direction: str) -> str:
-    return "lower is better" if direction == "min" else "higher is better"
-
-
 def trial_tag(row: TrialRow, metric: str, *, specialist: bool = True) -> str:
     parts = []
     if specialist:
         parts.append(row.specialist)
-    parts.append(row.status or row.phase)
+    parts.append(row.state)
     if row.score is not None:
         parts.append(f"{metric}={fmt_score(row.score)}")
     if row.delta is not None and row.kind != "baseline":
@@ -251,7 +251,7 @@ def _resolve(state: Any) -> tuple[TrialTable, Leaderboard, LineageTree, LineageI
 def _campaign(table: TrialTable, campaign: str | uuid.UUID) -> CampaignInfo:
     info = table.campaign(campaign)
     if info is None:
-        raise KeyError(f"no campaign {campaign!r} in this ledger")
+        raise LedgerError(f"no campaign {campaign!r} in this ledger")
     return info
 
 
@@ -304,7 +304,7 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
         head.append(f"Current best: **#{best.number:03d}** ({metric}={fmt_score(best.score)}{gain}) by {who} — "
                     f"{clip(best.hypothesis, 200)}")
     head.append(f"You are specialist **{specialist}**" + (f" (surface: {surface})." if surface else "."))
-    head.append(f"Task {info.task} · metric {metric} ({direction_words(info.direction)})"
+    head.append(f"Task {info.task} · metric {metric} ({info.objective.word} is better)"
                 + (f" · noise sd {fmt_score(info.noise_sd)}" if info.noise_sd and arm != "no-lineage" else ""))
     sections = [Section(0, head)]
     if arm == "no-lineage":
@@ -367,10 +367,13 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
             if r is None:
                 continue
             block.append(f"- {trial_tag(r, metric, specialist=False)} {hyp(r)}")
-            if r.excerpt and r.status not in ("keep", "discard"):
-                block.append(f"  └─ {r.status}: {clip(r.excerpt, EXCERPT_CHARS)}")
-            elif r.gates_failed and r.status not in ("keep", "discard"):
-                block.append(f"  └─ {r.status}: failed gates {', '.join(r.gates_failed)}")
+            if r.status in ev.VERDICTS or r.status in ("scored", "baseline") or r.status is None:
+                continue
+            detail = r.excerpt or r.reason
+            if r.gates_failed and not detail:
+                detail = f"failed gates {', '.join(r.gates_failed)}"
+            if detail:
+                block.append(f"  └─ {r.status}: {clip(detail, EXCERPT_CHARS)}")
         rec.items.append(block)
     if rec.items:
         sections.append(rec)

@@ -15,8 +15,7 @@ import gc
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-from ledger.app import Recorded
-from ledger.codec import decode
+from ledger.app import Ledger, Recorded
 from projections.base import Projection
 from projections.diversity import Diversity
 from projections.lineage_view import LineageIndex
@@ -78,36 +77,14 @@ class Projector:
                 gc.enable()
         return n
 
-    def catch_up(self, ledger: Any, until: int | None = None) -> int:
+    def catch_up(self, ledger: Ledger, until: int | None = None) -> int:
         """Fold the ledger's events from ``cursor`` (up to position ``until``, exclusive). Returns
-        how many events were folded.
-
-        From position 0 it reads the store's raw rows (``recorder.iter_rows``, in commit order) and
-        decodes them itself, which is over twice as fast as ``ledger.events()``; the cyclic garbage
-        collector is paused during a bulk fold (projections hold no reference cycles)."""
+        how many events were folded. The cyclic garbage collector is paused during the fold
+        (projections hold no reference cycles)."""
         n = 0
-        rows = getattr(ledger.recorder, "iter_rows", None) if self.cursor == 0 else None
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            if rows is not None:
-                try:
-                    it = rows()
-                    first = next(it, None)
-                except RuntimeError:  # e.g. an in-memory SQLite store cannot be read raw
-                    first, it = None, None
-                if it is not None:
-                    pos = 0
-                    row = first
-                    while row is not None:
-                        if until is not None and pos >= until:
-                            break
-                        nid, _oid, _ver, topic, state = row
-                        self.apply(Recorded(pos, nid, decode(topic, state)))
-                        pos += 1
-                        n += 1
-                        row = next(it, None)
-                    return n
             for rec in ledger.events(start=self.cursor):
                 if until is not None and rec.position >= until:
                     break
@@ -125,7 +102,7 @@ class Projector:
         return p
 
     @classmethod
-    def from_ledger(cls, ledger: Any, until: int | None = None) -> Projector:
+    def from_ledger(cls, ledger: Ledger, until: int | None = None) -> Projector:
         p = cls()
         p.catch_up(ledger, until=until)
         return p

@@ -37,12 +37,8 @@ from typing import Any
 from ledger import events as ev
 from ledger.app import Recorded
 from projections.base import Projection
-from projections.trials import CampaignInfo, PerTrialAggregate, TrialRow, TrialTable
-
-
-def _non_baseline(row: TrialRow) -> bool:
-    return row.kind != "baseline"
-
+from projections.records import CampaignInfo, TrialRow
+from projections.trials import PerTrialAggregate, TrialTable
 
 # ---------------------------------------------------------------------------------------------
 
@@ -105,7 +101,7 @@ class Leaderboard(PerTrialAggregate):
         self._sorted: dict[uuid.UUID, list[TrialRow]] = {}
 
     def contribution(self, row: TrialRow) -> Any:
-        return (row.trial_id, row.score) if row.status == "keep" and row.score is not None else None
+        return (row.trial_id, row.score) if row.kept and row.score is not None else None
 
     def add(self, campaign_id: uuid.UUID, c: Any, sign: int) -> None:
         if sign > 0:
@@ -117,10 +113,9 @@ class Leaderboard(PerTrialAggregate):
     def ranked(self, campaign_id: uuid.UUID) -> list[TrialRow]:
         out = self._sorted.get(campaign_id)
         if out is None:
-            info = self.table.campaigns.get(campaign_id)
-            sign = -1.0 if info is not None and info.direction == "max" else 1.0
+            obj = self.table.campaigns[campaign_id].objective
             rows = [self.table.trials[t] for t in self.keeps.get(campaign_id, ())]
-            out = sorted(rows, key=lambda r: (sign * (r.score or 0.0), r.number))
+            out = sorted(rows, key=lambda r: (obj.sort_key(r.score or 0.0), r.number))
             self._sorted[campaign_id] = out
         return out
 
@@ -132,7 +127,7 @@ class Leaderboard(PerTrialAggregate):
             return base
         info = self.table.campaigns[campaign_id]
         top = ranked[0]
-        if base is not None and base.score is not None and top.score is not None and not info.better(top.score, base.score):
+        if base is not None and base.score is not None and top.score is not None and not info.objective.is_better(top.score, base.score):
             return base
         return top
 

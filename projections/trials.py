@@ -1,10 +1,25 @@
 """The trial table: one row per trial, one record per campaign — the core projection.
 
 Every other projection reads it. A row holds what a reader asks of a trial: campaign, number,
-specialist, surface, parent, kind, hypothesis, expected delta, the current status (after relabels),
-score, delta against the incumbent at labelling time, metrics, wall/cpu seconds, artifact bytes,
+specialist, surface, parent, kind, hypothesis, expected delta, its label, the campaign's verdict and
+its evidence, score, delta against the incumbent, metrics, wall/cpu seconds, artifact bytes,
 evaluator / task / harness identity, LLM cost and tokens, crash excerpt, proposed/started/finished
 times, runner, accelerator and attempts.
+
+Three words describe where a trial ended, each computed here once:
+
+* ``label`` — the outcome of its run, as the runner (or an importer) labelled it, after any
+  correction: ``scored`` or a failure label (``keep``/``discard`` in imported records and old ledgers);
+* ``status`` — the label, with the campaign's verdict in place of ``scored``: ``candidate``,
+  ``keep``, ``discard``, a failure label, or ``scored`` while nobody has judged it; what statistics
+  count;
+* ``state`` — what a user reads: the status, or ``baseline``, ``confirmation of #N``, ``rerun of #N``
+  for runs that re-measure another trial, or the phase (``queued``, ``running`` …) while unlabelled.
+
+Ledgers written before verdicts were events (the runner labelled every scored trial ``discard``; the
+campaign relabelled a promoted one ``keep``) read the same way: such a relabel, backed by the
+campaign's ``IncumbentPromoted``, is the keep verdict, not a correction; ``corrections`` list only
+the others.
 
 A requeued trial (its runner lost its lease) goes back to unlabelled: the ``runner_lost`` label of
 the lost attempt stays in the log and in ``attempts``; the row shows the attempt in force.
@@ -18,212 +33,34 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ledger import diffs
 from ledger import events as ev
 from ledger.app import Recorded
+from ledger.lifecycle import phase_after
 from projections.base import Projection
+from projections.records import (
+    CampaignInfo,
+    Promotion,
+    TrialRow,
+    Verdict,
+)
 
 # the events that can change a row's status, score, delta, cost, compute time, kind or parent: the
 # only ones after which per-trial aggregates re-count the row
 MATERIAL = frozenset({ev.TrialProposed, ev.TrialFinished, ev.TrialEvaluated, ev.OutcomeLabelled,
-                      ev.TrialRelabelled, ev.LaunchRequeued, ev.IncumbentPromoted})
-FAILURE_STATUSES = frozenset(s for s in ev.STATUSES if s not in ("keep", "discard", "baseline"))
-HARNESS_STATUSES = frozenset({"harness_abort", "runner_lost", "cancelled"})
+                      ev.TrialRelabelled, ev.LaunchRequeued, ev.IncumbentPromoted, ev.TrialJudged})
 
 
-@dataclass(slots=True)
-class Promotion:
-    number: int
-    trial_id: uuid.UUID
-    score: float
-    delta: float | None
-    previous_number: int | None
-    previous_score: float | None
-    threshold: float
-    noise_sd: float
-    evidence: int
-    at: float
-    actor: str
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["trial_id"] = str(self.trial_id)
-        return d
-
-
-@dataclass(slots=True)
-class CampaignInfo:
-    campaign_id: uuid.UUID
-    name: str
-    task: str = ""
-    task_version: str = ""
-    task_sha: str = ""
-    metric: str = ""
-    direction: str = "min"
-    arm: str = "lineage"
-    specialists: list[tuple[str, str]] = field(default_factory=list)  # (name, surface)
-    budgets: dict[str, float] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    harness_version: str = ""
-    harness_history: list[tuple[float, str, str]] = field(default_factory=list)  # (at, version, reason)
-    seed: int = 0
-    opened_at: float = 0.0
-    position: int = -1  # where it was opened in the log
-    actor: str = ""
-    noise: list[dict[str, Any]] = field(default_factory=list)
-    promotions: list[Promotion] = field(default_factory=list)
-    closed_at: float | None = None
-    closed_reason: str = ""
-    baseline_id: uuid.UUID | None = None
-    incumbent_number: int | None = None
-    incumbent_score: float | None = None
-    last_at: float = 0.0
-
-    @property
-    def noise_sd(self) -> float:
-        """The campaign's noise: the latest NoiseMeasured sd, else the config's; 0 when unknown."""
-        if self.noise:
-            return float(self.noise[-1]["sd"])
-        return config_noise_sd(self.config)
-
-    @property
-    def noise_source(self) -> str:
-        if self.noise:
-            return str(self.noise[-1]["source"])
-        return "config" if config_noise_sd(self.config) else ""
-
-    @property
-    def state(self) -> str:
-        return "closed" if self.closed_at is not None else "open"
-
-    def better(self, a: float, b: float) -> bool:
-        return a < b if self.direction == "min" else a > b
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "campaign_id": str(self.campaign_id), "name": self.name, "task": self.task,
-            "task_version": self.task_version, "task_sha": self.task_sha, "metric": self.metric,
-            "direction": self.direction, "arm": self.arm, "specialists": [list(s) for s in self.specialists],
-            "budgets": dict(self.budgets), "config": self.config, "harness_version": self.harness_version,
-            "harness_history": [list(h) for h in self.harness_history], "seed": self.seed,
-            "opened_at": self.opened_at, "actor": self.actor, "noise": list(self.noise),
-            "noise_sd": self.noise_sd, "promotions": [p.to_dict() for p in self.promotions],
-            "closed_at": self.closed_at, "closed_reason": self.closed_reason, "state": self.state,
-            "baseline_id": str(self.baseline_id) if self.baseline_id else None,
-            "incumbent_number": self.incumbent_number, "incumbent_score": self.incumbent_score,
-        }
-
-
-def config_noise_sd(config: dict[str, Any]) -> float:
-    v = config.get("noise_sd")
-    if v is None and isinstance(config.get("noise"), dict):
-        v = config["noise"].get("sd")
-    try:
-        return float(v) if v is not None else 0.0
-    except (TypeError, ValueError):
-        return 0.0
-
-
-@dataclass(slots=True)
-class TrialRow:
-    campaign_id: uuid.UUID
-    campaign: str
-    trial_id: uuid.UUID
-    number: int
-    specialist: str
-    surface: str
-    kind: str
-    hypothesis: str
-    parent_id: uuid.UUID | None = None
-    parent: int | None = None
-    expected_delta: float | None = None
-    confirms: int | None = None
-    notes: str = ""
-    diff_sha: str | None = None
-    diff_bytes: int = 0
-    prompt_sha: str | None = None
-    seed: int = 0
-    backend: str = ""
-    model: str = ""
-    proposer: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    cost_usd: float = 0.0
-    proposed_at: float = 0.0
-    preflight_passed: bool | None = None
-    tree_sha: str | None = None  # the trial's code tree (from its preflight)
-    preflight_failed: list[str] = field(default_factory=list)
-    phase: str = "proposed"
-    status: str | None = None
-    first_label: str | None = None
-    reason: str = ""
-    excerpt: str = ""
-    label_actor: str = ""
-    labelled_at: float | None = None
-    relabels: int = 0
-    quarantined: bool = False
-    score: float | None = None
-    delta: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    gates_failed: list[str] = field(default_factory=list)
-    evaluator: str = ""
-    evaluator_sha: str = ""
-    eval_wall_s: float = 0.0
-    evaluated_at: float | None = None
-    wall_s: float = 0.0
-    cpu_s: float = 0.0
-    peak_rss_bytes: int = 0
-    peak_gpu_bytes: int = 0
-    artifact_bytes: int = 0
-    code_bytes: int = 0
-    artifact_sha: str | None = None
-    log_sha: str | None = None
-    exit_status: int | None = None
-    timed_out: bool = False
-    finished_at: float | None = None
-    started_at: float | None = None
-    runner: str = ""
-    host: str = ""
-    accelerator: str = ""
-    slot: int | None = None
-    attempts: int = 0
-    epoch: int = 0
-    task_sha: str = ""
-    harness_version: str = ""
-    promoted: bool = False
-    last_at: float = 0.0
-    contrib: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)  # see PerTrialAggregate
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
-
-    @property
-    def compute_s(self) -> float:
-        """Trial compute time: training wall seconds plus evaluation wall seconds."""
-        return self.wall_s + self.eval_wall_s
-
-    @property
-    def scored(self) -> bool:
-        """A valid evaluator score under a label that admits it (keep, discard, baseline)."""
-        return self.score is not None and self.status in ev.VALID_SCORED
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "contrib"}
-        for k in ("campaign_id", "trial_id", "parent_id"):
-            if d[k] is not None:
-                d[k] = str(d[k])
-        d["metrics"] = dict(self.metrics)
-        d["preflight_failed"] = list(self.preflight_failed)
-        d["gates_failed"] = list(self.gates_failed)
-        d["tokens"] = self.tokens
-        d["compute_s"] = self.compute_s
-        return d
+def _legacy_decision(row: TrialRow, e: ev.TrialRelabelled) -> bool:
+    """A relabel an old campaign loop wrote as bookkeeping: its promotion of a scored trial to keep
+    (saved right after the campaign's IncumbentPromoted) or its relabel of the baseline."""
+    if not e.actor.startswith("agent:campaign"):
+        return False
+    if e.status == "keep":
+        return row.promoted and e.previous_status in ("discard", "scored")
+    return e.status == "baseline" and row.kind == "baseline"
 
 
 def _finite(v: float | None) -> float | None:
@@ -272,6 +109,17 @@ class TrialTable(Projection):
             return self.trials.get(c.baseline_id)
         return self.row(campaign_id, 0)
 
+    def duplicate_keys(self, campaign_id: uuid.UUID) -> frozenset[str]:
+        """The duplicate keys of a campaign's trials, as their preflights recorded them: each code
+        tree, and each change on its parent's code (``ledger.diffs.tree_key`` / ``duplicate_key``)."""
+        out: set[str] = set()
+        for r in self.rows(campaign_id):
+            if r.tree_sha:
+                out.add(diffs.tree_key(r.tree_sha))
+            if r.diff_key:
+                out.add(r.diff_key)
+        return frozenset(out)
+
     def register_aggregate(self) -> int:
         """A slot in every row's ``contrib`` for one :class:`PerTrialAggregate`."""
         self._aggregates += 1
@@ -286,8 +134,12 @@ class TrialTable(Projection):
         h = self._handlers.get(t)
         if h is not None:
             h(self, rec, rec.event)
-            if self.touched is not None and t in MATERIAL:
-                self.touched_row = self.trials[self.touched]
+            if self.touched is not None:
+                row = self.trials[self.touched]
+                if row.trial_id == rec.event.originator_id:
+                    row.phase = phase_after(row.phase, rec.event)
+                if t in MATERIAL:
+                    self.touched_row = row
 
     def _camp(self, cid: uuid.UUID) -> CampaignInfo:
         c = self.campaigns.get(cid)
@@ -331,6 +183,7 @@ class TrialTable(Projection):
         c.metric, c.direction, c.arm = e.metric, e.direction, e.arm
         c.specialists = [(s.name, s.surface) for s in e.specialists]
         c.budgets, c.config, c.harness_version, c.seed = dict(e.budgets), dict(e.config), e.harness_version, e.seed
+        c.policy = e.noise_policy
         c.harness_history.append((e.at, e.harness_version, "opened"))
         c.opened_at, c.position, c.actor, c.last_at = e.at, rec.position, e.actor, e.at
         self.by_name[e.name] = c.campaign_id
@@ -342,6 +195,11 @@ class TrialTable(Projection):
         c.config = {**c.config, **e.config}
         c.harness_history.append((e.at, e.harness_version, e.reason or "resumed"))
         c.closed_at, c.closed_reason = None, ""
+        self.touched_campaign = c.campaign_id
+
+    def on_SpecialistRetired(self, rec: Recorded, e: ev.SpecialistRetired) -> None:
+        c = self._camp(e.originator_id)
+        c.retired[e.specialist] = e.reason
         self.touched_campaign = c.campaign_id
 
     def on_CampaignClosed(self, rec: Recorded, e: ev.CampaignClosed) -> None:
@@ -385,7 +243,8 @@ class TrialTable(Projection):
             specialist=e.specialist, surface=e.surface, kind=e.kind, hypothesis=e.hypothesis,
             parent_id=e.parent_id, parent=parent.number if parent else None,
             expected_delta=_finite(e.expected_delta), confirms=confirms.number if confirms else None, notes=e.notes,
-            diff_sha=e.diff_sha, diff_bytes=e.diff_bytes, prompt_sha=e.prompt_sha, seed=e.seed, backend=e.backend,
+            diff_sha=e.diff_sha, diff_bytes=e.diff_bytes, prompt_sha=e.prompt_sha, transcript_sha=e.transcript_sha,
+            seed=e.seed, backend=e.backend,
             model=e.model, proposer=e.actor, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
             cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens, cost_usd=e.cost_usd,
             proposed_at=e.at, task_sha=c.task_sha, harness_version=c.harness_version, last_at=e.at,
@@ -404,24 +263,24 @@ class TrialTable(Projection):
             r.preflight_passed = e.passed
             r.preflight_failed = [ch.name for ch in e.checks if not ch.ok]
             r.tree_sha = e.tree_sha
+            r.diff_key = e.diff_key
 
     def on_LaunchRequested(self, rec: Recorded, e: ev.LaunchRequested) -> None:
-        r = self._row(e)
-        if r is not None:
-            r.phase = "queued"
+        self._row(e)
 
     def on_LaunchClaimed(self, rec: Recorded, e: ev.LaunchClaimed) -> None:
         r = self._row(e)
         if r is not None:
-            r.phase, r.runner, r.epoch = "claimed", e.runner, e.epoch
+            r.runner, r.epoch = e.runner, e.epoch
             r.attempts += 1
 
     def on_LaunchRequeued(self, rec: Recorded, e: ev.LaunchRequeued) -> None:
         r = self._row(e)
         if r is None:
             return
-        r.phase, r.runner, r.epoch = "queued", "", e.epoch
-        r.status = r.first_label = None
+        r.runner, r.epoch = "", e.epoch
+        r.status = r.label = r.first_label = None
+        r.verdict = None
         r.reason = r.excerpt = r.label_actor = ""
         r.labelled_at = None
         r.score = r.delta = None
@@ -438,7 +297,7 @@ class TrialTable(Projection):
         if r is None:
             return
         c = self.campaigns[r.campaign_id]
-        r.phase, r.started_at, r.runner, r.host = "running", e.at, e.runner, e.host
+        r.started_at, r.runner, r.host = e.at, e.runner, e.host
         r.accelerator, r.slot = e.accelerator, e.slot
         r.harness_version = e.versions.get("harness") or e.versions.get("arledger") or c.harness_version
         r.task_sha = c.task_sha
@@ -447,7 +306,7 @@ class TrialTable(Projection):
         r = self._row(e)
         if r is None:
             return
-        r.phase, r.finished_at = "finished", e.at
+        r.finished_at = e.at
         r.wall_s, r.cpu_s, r.exit_status, r.timed_out = e.wall_s, e.cpu_s, e.exit_status, e.timed_out
         r.peak_rss_bytes, r.peak_gpu_bytes = e.peak_rss_bytes, e.peak_gpu_bytes
         r.artifact_sha, r.artifact_bytes, r.code_bytes, r.log_sha = e.artifact_sha, e.artifact_bytes, e.code_bytes, e.log_sha
@@ -456,7 +315,7 @@ class TrialTable(Projection):
         r = self._row(e)
         if r is None:
             return
-        r.phase, r.evaluated_at = "evaluated", e.at
+        r.evaluated_at = e.at
         r.score = _finite(e.score)
         r.metrics = dict(e.metrics)
         r.gates_failed = [g.name for g in e.gates if not g.passed]
@@ -472,11 +331,15 @@ class TrialTable(Projection):
         if r is None:
             return
         c = self.campaigns[r.campaign_id]
-        r.phase = "labelled"
-        r.status = r.first_label = e.status
+        r.label = r.first_label = e.status
         r.reason, r.excerpt, r.label_actor, r.labelled_at = e.reason, e.excerpt, e.actor, e.at
         if r.score is None and e.score is not None:
             r.score = _finite(e.score)
+        if e.status in ("keep", "discard") and r.verdict is None:  # imported, or an old runner's discard
+            r.verdict = Verdict(e.status, [(r.number, r.score)] if r.score is not None else [], r.score or 0.0,
+                                c.incumbent_number, c.incumbent_score, None, 0.0, "", 0, "as labelled",
+                                e.reason, e.actor, e.at)
+        r.restate()
         if e.delta is not None:
             r.delta = _finite(e.delta)
         elif r.score is not None and c.incumbent_score is not None and r.trial_id != c.baseline_id:
@@ -484,11 +347,37 @@ class TrialTable(Projection):
         if r.trial_id == c.baseline_id and r.score is not None and c.incumbent_score is None:
             c.incumbent_number, c.incumbent_score = r.number, r.score
 
+    def on_TrialJudged(self, rec: Recorded, e: ev.TrialJudged) -> None:
+        r = self._row(e)
+        if r is None:
+            return
+        r.verdict = Verdict(e.verdict, [(x.number, x.score) for x in e.runs], e.mean, e.incumbent_number,
+                            e.incumbent_score, e.improvement, e.threshold.value, e.threshold.rule,
+                            e.confirmations_wanted, e.policy, e.reason, e.actor, e.at)
+        if r.score is not None and e.incumbent_score is not None:
+            r.delta = r.score - e.incumbent_score
+        r.restate()
+
     def on_TrialRelabelled(self, rec: Recorded, e: ev.TrialRelabelled) -> None:
         r = self._row(e)
         if r is None:
             return
-        r.status = e.status
+        if _legacy_decision(r, e):
+            # an old ledger: the campaign relabelled its own keep (or the baseline); a verdict, not a correction
+            if e.status == "keep":
+                c = self.campaigns[r.campaign_id]
+                p = next((p for p in reversed(c.promotions) if p.trial_id == r.trial_id), None)
+                r.verdict = Verdict("keep", [(r.number, r.score)] if r.score is not None else [],
+                                    p.score if p else (r.score or 0.0), p.previous_number if p else None,
+                                    p.previous_score if p else None, None, p.threshold if p else 0.0, "",
+                                    0, "promotion (recorded as a relabel)", e.reason, e.actor, e.at)
+            r.restate()
+            return
+        r.label = e.status
+        if e.status in ("keep", "discard"):
+            r.verdict = Verdict(e.status, [(r.number, r.score)] if r.score is not None else [], r.score or 0.0,
+                                None, None, None, 0.0, "", 0, "correction", e.reason, e.actor, e.at)
+        r.restate()
         r.relabels += 1
         self.corrections.append({"kind": "relabel", "campaign": r.campaign, "number": r.number,
                                  "from": e.previous_status, "to": e.status, "reason": e.reason,

@@ -21,8 +21,11 @@ import math
 import re
 import signal as _signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 EXCERPT_MAX = 300
+CLASSIFY_TAIL = 4 << 20
+"""How much of a log the classifiers read: its first eighth and its tail."""
 """Upper bound on the length of an excerpt, in characters."""
 
 _RANK_PREFIX = re.compile(r"^(?:\[(?:rank|default|local_rank)?\d+\]:\s?)+")
@@ -520,3 +523,19 @@ def classify_run(
             crash_excerpt(log_text, recipe_files),
         )
     return None, "", ""
+
+
+def log_tail(path: Path, limit: int = CLASSIFY_TAIL) -> str:
+    """A log's text for the classifiers: all of it, or its head and tail when it is over ``limit``."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if size > limit:
+                head = f.read(limit // 8)
+                f.seek(size - (limit - len(head)))
+                data = head + b"\n[...]\n" + f.read()
+            else:
+                data = f.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", errors="replace")

@@ -30,22 +30,25 @@ training; a task may declare an estimate command (``[commands] estimate``, same 
 line is the projected model size in bytes; without one, only the code part is checked here and the
 evaluator's size gate decides after training.
 
-:func:`check` returns a :class:`Preflight` with the new files and their tree hash; :func:`preflight`
-returns the ``(passed, checks, label)`` triple.
+:func:`check` returns a :class:`Preflight` with the new files, their tree hash and the duplicate key
+of the change. It runs once per trial, at submission (``tasks.submit``); the runner later rebuilds
+the code from the ledger and checks it against the tree hash recorded here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+import os
+import sys
 import tempfile
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ledger import diffs
 from ledger.events import Check
 from tasks import workspace as wsp
+from tasks.knobs import regions_of
+from tasks.spec import TaskSpec
 
 LABELS = ("illegal_edit", "duplicate", "preflight_crash", "size_blocked")
 
@@ -58,97 +61,40 @@ class Preflight:
     files: dict[str, str] | None = None  # the trial's code, when the diff applied
     tree_sha: str | None = None
     code_bytes: int = 0
-    normalised_sha: str = ""
+    diff_key: str | None = None  # diffs.duplicate_key of the change on its parent (None: an empty diff)
     reason: str = ""  # the first failed check's detail
     touched: list[str] = field(default_factory=list)
 
-    def as_tuple(self) -> tuple[bool, list[Check], str | None]:
-        return self.passed, self.checks, self.label
+    @property
+    def keys(self) -> set[str]:
+        """The duplicate keys this trial adds to its campaign's (see ``seen`` of :func:`check`)."""
+        out = {diffs.tree_key(self.tree_sha)} if self.tree_sha else set()
+        return out | ({self.diff_key} if self.diff_key else set())
 
 
-def duplicate_key(parent_tree_sha: str, diff: str) -> str:
-    """The duplicate key of a proposal: the same normalised diff on the same parent code. (The same
-    change on another parent is a different trial: that is how keeps are combined.)"""
-    return hashlib.sha256(f"{parent_tree_sha}\n{diffs.normalise(diff)}".encode()).hexdigest()
-
-
-def tree_key(tree_sha: str) -> str:
-    """The duplicate key of a resulting code tree: the exact code was already tried."""
-    return f"tree:{tree_sha}"
-
-
-_REGION = re.compile(r"^\s*#\s*region:\s*([\w.-]+)\s*$")
-_ENDREGION = re.compile(r"^\s*#\s*endregion\b")
-
-
-def regions_of(text: str) -> dict[str, list[tuple[int, int]]]:
-    """``# region: NAME`` .. ``# endregion`` line ranges (1-based, inclusive of the markers).
-    Uses ``tasks.spec.regions_of`` when it exists, so both agree."""
-    try:
-        from tasks.spec import regions_of as spec_regions
-    except ImportError:
-        spec_regions = None
-    if spec_regions is not None:
-        got = spec_regions(text)
-        out: dict[str, list[tuple[int, int]]] = {}
-        for name, rng in dict(got).items():
-            if rng and isinstance(rng[0], (tuple, list)):
-                out[name] = [(int(a), int(b)) for a, b in rng]
-            else:
-                out[name] = [(int(rng[0]), int(rng[1]))]
-        return out
-    out = {}
-    open_: list[tuple[str, int]] = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        m = _REGION.match(line)
-        if m:
-            open_.append((m.group(1), i))
-        elif _ENDREGION.match(line) and open_:
-            name, start = open_.pop()
-            out.setdefault(name, []).append((start, i))
-    return out
-
-
-def _surface(spec: Any, name: str | None) -> tuple[list[str], list[str]]:
-    """(files, regions) a surface may touch; no surface: the task's recipe files, anywhere."""
+def surface_scope(spec: TaskSpec, name: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(files, regions) a surface may touch; no surface: the task's recipe files, anywhere.
+    KeyError for a surface the task does not have."""
     if not name:
-        return list(spec.recipe_files), []
-    surfaces = getattr(spec, "surfaces", {}) or {}
-    s = surfaces.get(name) if isinstance(surfaces, dict) else None
-    if s is None:
-        raise KeyError(name)
-    files = list(getattr(s, "files", None) or (s.get("files") if isinstance(s, dict) else None) or spec.recipe_files)
-    regions = list(getattr(s, "regions", None) or (s.get("regions", []) if isinstance(s, dict) else []) or [])
-    return files, regions
+        return spec.recipe_files, ()
+    s = spec.surfaces[name]
+    return s.files or spec.recipe_files, s.regions
 
 
-def _budget(spec: Any, name: str, default: float) -> float:
-    b = getattr(spec, "budgets", None)
-    if b is None:
-        return default
-    v = b.get(name) if isinstance(b, dict) else getattr(b, name, None)
-    return float(v) if v is not None else default
+def check_edit(spec: TaskSpec, parent_files: dict[str, str], diff: str, *, surface: str | None) -> str | None:
+    """The checks a specialist's tool runs on an edit before it submits (``parses`` .. ``applies``
+    of :func:`check`): None when the diff applies and stays inside the surface, else the first
+    failure as ``check: detail``. Not a preflight of record: that runs once, at submission."""
+    res = check(spec, parent_files, diff, surface=surface, structure_only=True)
+    return None if res.passed else res.reason
 
 
-def _gate(spec: Any, name: str) -> Any:
-    g = getattr(spec, "gates", None)
-    if g is None:
-        return None
-    return g.get(name) if isinstance(g, dict) else getattr(g, name, None)
-
-
-def _command(spec: Any, name: str) -> str | None:
-    c = getattr(spec, "commands", None)
-    if c is None:
-        return None
-    return c.get(name) if isinstance(c, dict) else getattr(c, name, None)
-
-
-def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface: str | None = None,
-          seen: set[str] | frozenset[str] = frozenset(), allow_empty: bool = False,
-          python: str | None = None) -> Preflight:
-    """Run every check; see the module docstring. ``seen`` holds the normalised-diff shas of this
-    campaign's earlier trials; ``allow_empty`` admits an empty diff (baseline, rerun)."""
+def check(spec: TaskSpec, parent_files: dict[str, str], diff: str | None, *, surface: str | None = None,
+          seen: Set[str] = frozenset(), allow_empty: bool = False, python: str | None = None,
+          structure_only: bool = False) -> Preflight:
+    """Run every check; see the module docstring. ``seen`` holds the duplicate keys of this
+    campaign's earlier trials (their ``Preflight.keys``); ``allow_empty`` admits an empty diff
+    (baseline, rerun); ``structure_only`` stops after ``applies`` (see :func:`check_edit`)."""
     checks: list[Check] = []
     diff = diff or ""
     result = Preflight(passed=False, checks=checks, label=None)
@@ -194,16 +140,16 @@ def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface:
         return fail("evaluator", "illegal_edit", f"touches evaluator-owned {', '.join(bad)}")
     ok("evaluator")
     try:
-        files_allowed, regions = _surface(spec, surface)
+        files_allowed, regions = surface_scope(spec, surface)
     except KeyError:
         return fail("surface", "illegal_edit", f"unknown surface {surface!r}; the task has "
-                    f"{', '.join(sorted(getattr(spec, 'surfaces', {}) or {})) or 'none'}")
+                    f"{', '.join(sorted(spec.surfaces)) or 'none'}")
     outside = [p for p in touched if p not in files_allowed]
     if outside:
         who = f"surface {surface!r}" if surface else "the task's recipe_files"
         return fail("surface", "illegal_edit", f"touches {', '.join(outside)}, outside {who} "
                     f"({', '.join(files_allowed)})")
-    marker_check: list[tuple[str, dict[str, int]]] = []
+    marker_check: list[tuple[str, set[str]]] = []
     if regions and not empty:
         try:
             lines = diffs.changed_lines(parent_files, diff)
@@ -218,7 +164,7 @@ def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface:
                 spans = regions_of(text)
             except ValueError as e:
                 return fail("surface", "illegal_edit", f"{path}: the parent's region markers are broken: {e}")
-            allowed = [(a, b) for r in regions for (a, b) in spans.get(r, [])]
+            allowed = [spans[r] for r in regions if r in spans]
             # changed_lines names removed lines and, for an insertion, the line it follows: inside a
             # region means between its markers, or right after the opening marker
             stray = sorted(n for n in changed if not any(a <= n <= b - 1 for a, b in allowed))
@@ -226,7 +172,7 @@ def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface:
                 return fail("surface", "illegal_edit",
                             f"{path}: lines {_ranges(stray)} are outside region(s) {', '.join(regions)} "
                             f"of surface {surface!r}")
-            marker_check.append((path, {k: len(v) for k, v in spans.items()}))
+            marker_check.append((path, set(spans)))
     ok("surface", surface or "recipe_files")
     if empty:
         new_files = dict(parent_files)
@@ -237,12 +183,12 @@ def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface:
             return fail("paths_inside", "illegal_edit", str(e))
         except diffs.DiffError as e:
             return fail("applies", "preflight_crash", str(e))
-    for path, counts in marker_check:  # the region markers themselves must survive the edit
+    for path, names in marker_check:  # the region markers themselves must survive the edit
         try:
-            after = {k: len(v) for k, v in regions_of(new_files.get(path, "")).items()}
+            after = set(regions_of(new_files.get(path, "")))
         except ValueError as e:
             return fail("regions", "illegal_edit", f"{path}: the edit breaks the region markers: {e}")
-        if after != counts:
+        if after != names:
             return fail("regions", "illegal_edit", f"{path}: the edit moves or removes '# region:' / "
                         "'# endregion' markers")
     try:
@@ -254,12 +200,15 @@ def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface:
     result.files = new_files
     result.tree_sha = wsp.tree_sha(new_files)
     result.code_bytes = wsp.code_bytes(spec, new_files)
+    if structure_only:
+        result.passed = True
+        return result
     if not empty:
-        result.normalised_sha = duplicate_key(wsp.tree_sha(parent_files), diff)
-        if result.normalised_sha in seen:
+        result.diff_key = diffs.duplicate_key(wsp.tree_sha(parent_files), diff)
+        if result.diff_key in seen:
             return fail("not_duplicate", "duplicate", f"the same change on the same parent (normalised diff "
-                        f"{result.normalised_sha[:12]}) was already tried in this campaign")
-        if tree_key(result.tree_sha) in seen:
+                        f"{result.diff_key[:12]}) was already tried in this campaign")
+        if diffs.tree_key(result.tree_sha) in seen:
             return fail("not_duplicate", "duplicate", f"this exact code (tree {result.tree_sha[:12]}) was "
                         "already tried in this campaign")
         ok("not_duplicate")
@@ -272,7 +221,7 @@ def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface:
         except (ValueError, RecursionError, MemoryError) as e:
             return fail("compiles", "preflight_crash", f"{type(e).__name__}: {e} ({path})")
     ok("compiles")
-    cap = _gate(spec, "artifact_max_bytes")
+    cap = spec.gates.artifact_max_bytes
     if cap:
         model = _estimate(spec, new_files, python)
         projected = result.code_bytes + (model or 0)
@@ -285,13 +234,6 @@ def check(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface:
         ok("artifact_fits", "no size cap")
     result.passed = True
     return result
-
-
-def preflight(spec: Any, parent_files: dict[str, str], diff: str | None, *, surface: str | None = None,
-              seen: set[str] | frozenset[str] = frozenset(), allow_empty: bool = False
-              ) -> tuple[bool, list[Check], str | None]:
-    """``(passed, checks, label)``; label is None when passed."""
-    return check(spec, parent_files, diff, surface=surface, seen=seen, allow_empty=allow_empty).as_tuple()
 
 
 def _ranges(nums: list[int]) -> str:
@@ -307,14 +249,11 @@ def _ranges(nums: list[int]) -> str:
     return ", ".join(out)
 
 
-def _estimate(spec: Any, files: dict[str, str], python: str | None) -> int | None:
+def _estimate(spec: TaskSpec, files: dict[str, str], python: str | None) -> int | None:
     """The task's model-size estimate for this code, or None when it declares none."""
-    cmd = _command(spec, "estimate")
+    cmd = spec.commands.estimate
     if not cmd:
         return None
-    import os
-    import sys
-
     from tasks import sandbox
 
     with tempfile.TemporaryDirectory(prefix="arledger-preflight-") as tmp:
@@ -330,7 +269,7 @@ def _estimate(spec: Any, files: dict[str, str], python: str | None) -> int | Non
         argv = sandbox.Placeholders({"python": iso.python, "ws": str(ws), "out": str(out)}).argv(cmd)
         lines: list[str] = []
         res = sandbox.run(argv, cwd=ws, env=sandbox.trial_env(home=out, out=out, threads=1),
-                          log_path=Path(tmp) / "log", timeout_s=_budget(spec, "preflight_s", 30.0),
+                          log_path=Path(tmp) / "log", timeout_s=spec.budgets.preflight_s,
                           on_line=lines.append, identity=iso.identity, sweep_roots=[ws, out])
         if res.exit_status != 0 or not lines:
             return None

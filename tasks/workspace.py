@@ -1,7 +1,7 @@
 """Workspaces: a trial's code, rebuilt from the ledger, written to disk, and checked.
 
 A trial's code is the task's baseline snapshot (its ``recipe_dir``; recorded in the campaign as
-an artifact when the campaign was opened by :func:`tasks.runner.submit_trial`) plus the chain of
+an artifact when the campaign was opened by :func:`tasks.submit.open_campaign`) plus the chain of
 diffs from the root of its lineage down to it (each ``TrialProposed`` names its ``parent_id`` and
 the ``diff_sha`` of its diff against the parent's code in the artifact store).
 
@@ -36,6 +36,9 @@ from typing import Any
 from ledger import diffs
 from ledger import events as ev
 from ledger.aggregates import Campaign
+from ledger.app import Ledger
+from tasks.sandbox import Identity, chown_tree
+from tasks.spec import TaskSpec
 
 MAX_FILE_BYTES = 4 << 20
 """The largest single file a workspace may hold (recipe code, not data)."""
@@ -57,41 +60,15 @@ class WorkspaceError(RuntimeError):
 
 
 # -------------------------------------------------------------------------------------------------
-# spec access (tasks.spec.TaskSpec)
+# what a task owns
 
 
-def sget(spec: Any, section: str, key: str, default: Any = None) -> Any:
-    """``spec.<section>.<key>`` whether the section is an object or a dict; ``default`` if absent."""
-    sec = getattr(spec, section, None)
-    if sec is None:
-        return default
-    v = sec.get(key) if isinstance(sec, dict) else getattr(sec, key, None)
-    return default if v is None else v
-
-
-def task_dir(spec: Any) -> Path:
-    for attr in ("root", "path", "dir", "task_dir"):
-        v = getattr(spec, attr, None)
-        if v is not None and not callable(v):
-            return Path(v)
-    raise AttributeError("task spec has no directory attribute")
-
-
-def recipe_dir(spec: Any) -> Path:
-    """The baseline recipe directory (a checkout for the full-scale tasks)."""
-    path = getattr(spec, "recipe_path", None)
-    if path is not None:
-        return Path(path)
-    d = Path(spec.recipe_dir)
-    return d if d.is_absolute() else task_dir(spec) / d
-
-
-def evaluator_owned(spec: Any) -> list[str]:
+def evaluator_owned(spec: TaskSpec) -> list[str]:
     """Evaluator-owned paths (task-relative; staged ones appear at the same path in a workspace)."""
     return sorted({diffs.check_path(p) for p in list(spec.evaluator_files) + list(spec.stage_into_workspace)})
 
 
-def staged_paths(spec: Any) -> list[str]:
+def staged_paths(spec: TaskSpec) -> list[str]:
     return sorted({diffs.check_path(p) for p in spec.stage_into_workspace})
 
 
@@ -111,7 +88,7 @@ def tree_sha(files: dict[str, str] | dict[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def code_bytes(spec: Any, files: dict[str, str]) -> int:
+def code_bytes(spec: TaskSpec, files: dict[str, str]) -> int:
     """The recipe's code bytes: UTF-8 bytes of its ``recipe_files`` (what the size gate counts)."""
     return sum(len(files[p].encode()) for p in spec.recipe_files if p in files)
 
@@ -140,9 +117,9 @@ def read_tree(root: Path, *, exclude: set[str] | frozenset[str] = frozenset()) -
     return out
 
 
-def baseline_files(spec: Any) -> dict[str, str]:
+def baseline_files(spec: TaskSpec) -> dict[str, str]:
     """The task's baseline snapshot: every file of its recipe_dir."""
-    return read_tree(recipe_dir(spec))
+    return read_tree(spec.recipe_path)
 
 
 def after_tree_sha(root: Path, exclude: set[str] | frozenset[str] = frozenset(), limit: int = 64 << 20) -> str:
@@ -207,40 +184,25 @@ def _cache_put(key: tuple[str, uuid.UUID], files: dict[str, str]) -> None:
             _CACHE.popitem(last=False)
 
 
-def _ledger_key(ledger: Any) -> str:
+def _ledger_key(ledger: Ledger) -> str:
     """A key unique to one ledger (its id: the hash of its first event, which holds its own public
     key), so that two ledgers with the same trial ids never share cached code."""
-    key = getattr(ledger, "_arledger_files_key", None)
-    if key is None:
-        try:
-            key = ledger.ledger_id()
-        except Exception:
-            key = f"unidentified-{id(ledger)}"
-        try:
-            ledger._arledger_files_key = key
-        except AttributeError:
-            pass
-    return key
+    return ledger.ledger_id()
 
 
-def baseline_for_campaign(ledger: Any, campaign_id: uuid.UUID, spec: Any | None = None) -> dict[str, str]:
-    """The baseline a campaign recorded when it was opened (``config.baseline_tree_sha``), else the
-    task's recipe_dir as it is now."""
+def baseline_for_campaign(ledger: Ledger, campaign_id: uuid.UUID) -> dict[str, str]:
+    """The baseline snapshot a campaign recorded when it was opened (``config.baseline_tree_sha``)."""
     camp = ledger.load(Campaign, campaign_id)
-    if camp.opened is not None:
-        sha = (camp.opened.config or {}).get("baseline_tree_sha")
-        if sha:
-            return json.loads(ledger.artifacts.get(sha))
-    if spec is None:
-        if camp.opened is None:
-            raise WorkspaceError(f"campaign {campaign_id} was never opened; no baseline to start from", "crash")
-        from tasks.spec import load_task
-
-        spec = load_task(camp.opened.task)
-    return baseline_files(spec)
+    if camp.opened is None:
+        raise WorkspaceError(f"campaign {campaign_id} was never opened; no baseline to start from", "crash")
+    sha = (camp.opened.config or {}).get("baseline_tree_sha")
+    if not sha:
+        raise WorkspaceError(f"campaign {camp.name} recorded no baseline snapshot; its trials cannot be rebuilt",
+                             "crash")
+    return json.loads(ledger.artifacts.get(sha))
 
 
-def trial_files(ledger: Any, trial_id: uuid.UUID, spec: Any | None = None) -> dict[str, str]:
+def trial_files(ledger: Ledger, trial_id: uuid.UUID) -> dict[str, str]:
     """A trial's code: the campaign's baseline plus every diff from the lineage root down to it.
     Raises WorkspaceError (label ``illegal_edit`` for a path escape, ``crash`` otherwise)."""
     key = (_ledger_key(ledger), trial_id)
@@ -266,7 +228,7 @@ def trial_files(ledger: Any, trial_id: uuid.UUID, spec: Any | None = None) -> di
         chain.append(prop)
         tid = prop.parent_id
     if base is None:
-        base = baseline_for_campaign(ledger, chain[-1].campaign_id, spec)
+        base = baseline_for_campaign(ledger, chain[-1].campaign_id)
     files = base
     for prop in reversed(chain):
         if prop.diff_sha:
@@ -298,7 +260,7 @@ def check_dest(dest: Path) -> Path:
     return dest
 
 
-def check_tree(spec: Any, files: dict[str, str]) -> None:
+def check_tree(spec: TaskSpec, files: dict[str, str]) -> None:
     """Everything that makes a tree illegal to write: escaping paths, evaluator-owned paths (or a
     path that would shadow one's directory), too many or too large files."""
     owned = evaluator_owned(spec)
@@ -343,7 +305,7 @@ def _mkdirs(root: Path, rel_dir: str) -> None:
                 raise WorkspaceError(f"{p} is not a directory (symlink?)") from None
 
 
-def build_workspace(spec: Any, files: dict[str, str], dest: Path, identity: Any | None = None) -> str:
+def build_workspace(spec: TaskSpec, files: dict[str, str], dest: Path, identity: Identity | None = None) -> str:
     """Write ``files`` into the fresh directory ``dest``, check the tree hash, stage the evaluator
     files read-only, and give the workspace (not the staged files) to ``identity`` (a
     ``sandbox.Identity``, or None). Returns the tree hash."""
@@ -362,19 +324,16 @@ def build_workspace(spec: Any, files: dict[str, str], dest: Path, identity: Any 
     if got != want:
         raise WorkspaceError(f"workspace {dest} does not hold the trial's code (tree {got[:12]} != {want[:12]})",
                              "crash")
-    if identity is not None:
-        from tasks.sandbox import chown_tree
-
-        chown_tree(dest, identity)
+    chown_tree(dest, identity)
     stage_files(spec, staged_paths(spec), dest)
     return want
 
 
-def stage_files(spec: Any, paths: list[str], dest: Path) -> None:
+def stage_files(spec: TaskSpec, paths: list[str], dest: Path) -> None:
     """Copy evaluator-owned ``paths`` fresh from the task directory into ``dest`` (same relative
     paths), read-only 0444, owned by root when we are root; directories created for them are
     root's too (0755), so an unprivileged recipe cannot swap them."""
-    src_root = task_dir(spec)
+    src_root = spec.root
     is_root = os.geteuid() == 0
     for rel in paths:
         rel = diffs.check_path(rel)
@@ -420,11 +379,11 @@ def hash_evaluator_files(dest: Path, paths: list[str]) -> dict[str, str]:
     return out
 
 
-def expected_evaluator_hashes(spec: Any, paths: list[str]) -> dict[str, str]:
-    return {rel: _file_sha(task_dir(spec) / rel) for rel in paths}
+def expected_evaluator_hashes(spec: TaskSpec, paths: list[str]) -> dict[str, str]:
+    return {rel: _file_sha(spec.root / rel) for rel in paths}
 
 
-def evaluator_changes(spec: Any, dest: Path, expected: dict[str, str] | None = None) -> list[str]:
+def evaluator_changes(spec: TaskSpec, dest: Path, expected: dict[str, str] | None = None) -> list[str]:
     """The staged evaluator files in ``dest`` that no longer match the task's (empty: untouched)."""
     paths = staged_paths(spec)
     want = expected or expected_evaluator_hashes(spec, paths)
@@ -432,7 +391,7 @@ def evaluator_changes(spec: Any, dest: Path, expected: dict[str, str] | None = N
     return [f"{p} ({got[p] if got[p].startswith('<') else 'changed'})" for p in paths if got[p] != want[p]]
 
 
-def stage_evaluator(spec: Any, dest: Path) -> Path:
+def stage_evaluator(spec: TaskSpec, dest: Path) -> Path:
     """A fresh read-only copy of every evaluator-owned file under ``dest``; returns ``{eval_dir}``:
     the directory that holds them (their common parent, e.g. ``dest/evaluator``)."""
     dest = check_dest(dest)

@@ -34,8 +34,9 @@ from ledger import events as ev  # noqa: E402
 from ledger.audit import init_ledger  # noqa: E402
 from tasks import sandbox  # noqa: E402
 from tasks import workspace as wsp  # noqa: E402
-from tasks.runner import Runner, submit_trial  # noqa: E402
+from tasks.runner import Runner  # noqa: E402
 from tasks.spec import load_task  # noqa: E402
+from tasks.submit import submit_trial  # noqa: E402
 
 TRAIN = '''\
 import os

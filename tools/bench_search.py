@@ -28,9 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.campaign import CampaignConfig, CampaignLoop, improvement  # noqa: E402
+from agents.campaign import CampaignConfig, CampaignLoop  # noqa: E402
 from ledger.audit import init_ledger  # noqa: E402
-from tasks.spec import load_task, set_knob  # noqa: E402
+from tasks.knobs import set_knob  # noqa: E402
+from tasks.spec import load_task  # noqa: E402
 
 ARMS = {"lineage": ("heuristic", "lineage"), "no-lineage": ("heuristic", "no-lineage"), "random": ("random", "lineage")}
 
@@ -82,7 +83,7 @@ def main() -> None:
             out = loop.run()
             gain = 0.0
             if out.baseline is not None and out.best is not None:
-                gain = improvement(spec.direction, out.best, out.baseline)
+                gain = spec.objective.improvement(out.best, out.baseline)
             results[arm].append(round(gain, 6))
             print(f"{arm} seed {seed}: baseline {out.baseline} best {out.best} gain {gain:.4g} "
                   f"({time.time() - t0:.0f} s so far)", file=sys.stderr)

@@ -76,7 +76,7 @@ for rec in led.events():
         out["excerpt"] = e.excerpt
 print(json.dumps(out, indent=1))
 want = "cpu" if sys.argv[2] == "1" else "cuda:"
-ok = (out["accelerator"] or "").startswith(want) and out["score"] is not None and out["status"] == "discard"
+ok = (out["accelerator"] or "").startswith(want) and out["score"] is not None and out["status"] == "scored"
 print(f"accelerator: {out['accelerator']}")
 print(f"score: {out['score']}")
 sys.exit(0 if ok else 1)

@@ -82,11 +82,19 @@ def test_heuristic_campaign_confirms_an_improvement(env):
     promos = [e for e in events_of(led, ev.IncumbentPromoted) if e.number != 0]
     first = promos[0]
     # the promotion rests on the candidate and its confirmation run, and says so
-    assert len(first.evidence) == 2 and "confirmations #" in first.reason
+    assert len(first.evidence) == 2 and "confirming" in first.reason
     confirmations = [e for e in events_of(led, ev.TrialProposed) if e.kind == "confirmation"]
     assert any(c.confirms == first.trial_id for c in confirmations)
-    relabels = [e for e in events_of(led, ev.TrialRelabelled) if e.originator_id == first.trial_id]
-    assert relabels and relabels[0].status == "keep" and relabels[0].actor == "agent:campaign"
+    # the keep is the campaign's verdict, with its evidence — not a correction of a runner's label
+    assert events_of(led, ev.TrialRelabelled) == []
+    verdicts = [e for e in events_of(led, ev.TrialJudged) if e.originator_id == first.trial_id]
+    assert [v.verdict for v in verdicts] == ["candidate", "keep"]
+    keep = verdicts[-1]
+    assert keep.actor == "agent:campaign" and [r.trial_id for r in keep.runs] == first.evidence
+    assert keep.mean == pytest.approx(first.score) and keep.improvement > keep.threshold.value
+    assert keep.incumbent_number == 0 and "k 2 x sd" in keep.threshold.rule and keep.policy
+    labels = [e for e in events_of(led, ev.OutcomeLabelled) if e.originator_id == first.trial_id]
+    assert [e.status for e in labels] == ["scored"]  # the runner's part ends at scored
     proposals = [e for e in events_of(led, ev.TrialProposed) if e.kind == "proposal"]
     assert len(proposals) == 3
     assert all(p.prompt_sha and led.artifacts.get_text(p.prompt_sha) for p in proposals)  # the exact view shown

@@ -14,12 +14,15 @@ from typing import Any
 import pytest
 
 from agents.base import Proposal, ProposalFailed
-from agents.heuristic_backend import HeuristicBackend, patch_in
+from agents.heuristic_backend import HeuristicBackend
+from agents.heuristic_moves import patch_in
 from agents.random_backend import RandomKnobBackend
 from ledger import diffs
-from projections.trials import TrialRow
+from ledger.objective import Objective
+from projections.records import TrialRow
 from tasks import preflight
-from tasks.spec import Knob, Surface, TaskSpec, format_value, load_task, read_knob, set_knob
+from tasks.knobs import format_value, read_knob, set_knob
+from tasks.spec import Knob, Surface, TaskSpec, load_task
 
 SPEC = load_task("golf-mini")
 CID = uuid.uuid4()
@@ -36,7 +39,6 @@ class Ctx:
     specialist: str
     task: TaskSpec = SPEC
     arm: str = "lineage"
-    threshold: float = 0.01
     direction: str = "min"
     seed: int = 0
     best: int | None = None  # the incumbent; None: the best-scoring keep/baseline
@@ -51,6 +53,10 @@ class Ctx:
         if not self.rows:
             self.code[0] = SPEC.recipe_texts()
             self.rows.append(row(0, None, "baseline", kind="baseline", status="baseline", score=1.50))
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.direction, min_delta=0.01)
 
     @property
     def surface(self) -> str:
@@ -114,7 +120,7 @@ def row(number: int, parent: int | None, specialist: str, *, kind: str = "propos
         score: float | None = None, delta: float | None = None, surface: str = "") -> TrialRow:
     return TrialRow(campaign_id=CID, campaign="t", trial_id=uuid.uuid4(), number=number, specialist=specialist,
                     surface=surface or specialist, kind=kind, hypothesis=f"trial {number}", parent=parent,
-                    status=status, score=score, delta=delta)
+                    label=status, status=status, score=score, delta=delta)
 
 
 def knob_values(files: dict[str, str]) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def test_arledger_run_backend_openai_against_a_local_server(workdir: Path):
         # the second halves whichever code it was given: the incumbent at the time it was asked
         assert scores[second.originator_id] == pytest.approx(scores[second.parent_id] / 2)
         # the transcript is stored, and it shows the refusal
-        transcript = led.artifacts.get_text(first.notes.split("transcript: ")[1].split()[0])
+        transcript = led.artifacts.get_text(first.transcript_sha)
         assert "edit refused" in transcript and "outside region(s) opt" in transcript
         assert verify(led).ok
     finally:

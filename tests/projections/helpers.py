@@ -65,10 +65,22 @@ class Builder:
         self.take(t)
 
     def label(self, n: int, status: str, *, excerpt: str = "", score: float | None = None) -> None:
+        """The runner's label; ``keep``/``discard`` are written as today's runner and campaign do:
+        ``scored``, then the campaign's verdict (a keep with its promotion)."""
         t = self.trials[n]
         s = score if score is not None else (t.evaluated.score if t.evaluated else None)
-        delta = (s - self.incumbent[1]) if (s is not None and self.incumbent and status != "baseline") else None
-        t.label_outcome(status, "harness:test", excerpt=excerpt, score=s, delta=delta, at=self.tick(1))
+        verdict = status if status in ("keep", "discard") and s is not None else None
+        t.label_outcome("scored" if verdict or status == "baseline" else status, "harness:test", excerpt=excerpt,
+                        score=s, at=self.tick(1))
+        if verdict is not None:
+            assert s is not None
+            prev = self.incumbent
+            t.judge("agent:campaign", verdict=verdict, runs=[ev.RunScore(number=n, trial_id=t.id, score=s)], mean=s,
+                    threshold=ev.Threshold(value=0.0, min_delta=0.0, k=2.0, sd=0.0),
+                    incumbent_id=self.trials[prev[0]].id if prev else None, incumbent_number=prev[0] if prev else None,
+                    incumbent_score=prev[1] if prev else None,
+                    improvement=(prev[1] - s) if prev else None, confirmations_wanted=0, policy="test",
+                    reason=f"test: {verdict}", at=self.clock)
         self.take(t)
         if s is not None:
             self.scores[n] = s
@@ -78,8 +90,8 @@ class Builder:
             prev = self.incumbent
             self.campaign.promote("harness:test", trial_id=t.id, number=n, score=s,
                                   previous_trial_id=self.trials[prev[0]].id if prev else None,
-                                  previous_score=prev[1] if prev else None, delta=delta, evidence=[t.id],
-                                  at=self.clock)
+                                  previous_score=prev[1] if prev else None,
+                                  delta=(s - prev[1]) if prev else None, evidence=[t.id], at=self.clock)
             self.take(self.campaign)
             self.incumbent = (n, s)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import json
 
+import pytest
+
 from ledger.artifacts import MemoryArtifactStore
 from projections import Projector
 from projections.audit import build_report, render_markdown
@@ -150,23 +152,30 @@ def test_campaign_without_surfaces_or_diffs_says_so() -> None:
     assert "No noise level is known" in render_markdown(rep)
 
 
-def test_promotion_relabels_are_decisions_not_corrections() -> None:
-    """The campaign loop relabels a promoted trial keep: the audit counts it apart from corrections,
-    while a relabel to keep that no promotion backs is listed as a correction."""
+def test_old_ledgers_promotion_relabels_are_keeps_not_corrections() -> None:
+    """Before verdicts were events, the runner labelled every scored trial discard and the campaign
+    loop relabelled a promoted one keep: read back, that is the keep verdict, not a correction, while
+    a relabel to keep that no promotion backs is listed as one."""
     b = Builder()
     b.baseline(2.0)
-    n1 = b.trial("opt", "raise the learning rate", 1.90, "discard")
-    n2 = b.trial("opt", "lower beta2", 1.95, "discard")
+    n1 = b.propose("opt", "raise the learning rate")
+    n2 = b.propose("opt", "lower beta2")
+    for n, score in ((n1, 1.90), (n2, 1.95)):
+        b.execute(n, score)
+        b.trials[n].label_outcome("discard", "runner:host-1", score=score, at=b.tick(1))  # an old runner
+        b.take(b.trials[n])
     t = b.trials[n1]
     b.campaign.promote("agent:campaign", trial_id=t.id, number=n1, score=1.90, previous_trial_id=b.trials[0].id,
                        previous_score=2.0, delta=-0.1, evidence=[t.id], at=b.clock)
     b.take(b.campaign)
     b.relabel(n1, "keep", "promoted: mean of 2 runs beats #0", actor="agent:campaign")
     b.relabel(n2, "keep", "I like it", actor="human:bob")
-    rep = build_report(Projector.rebuild(b.recorded()))
+    proj = Projector.rebuild(b.recorded())
+    rep = build_report(proj)
     c = rep["campaigns"][0]
     assert [(x["number"], x["actor"]) for x in c["corrections"]] == [(n2, "human:bob")]
-    assert c["promotion_relabels"] == 1
     md = render_markdown(rep)
-    assert "| 002 | relabel | discard → keep | human:bob |" in md
-    assert "Not listed: 1 label(s) set by the campaign's promotion rule" in md
+    assert "| 002 | relabel | discard → keep | human:bob |" in md and "| 001 | relabel" not in md
+    rows = {r.number: r for r in proj.trials.rows(b.campaign.id)}
+    assert rows[n1].state == "keep" and rows[n1].relabels == 0 and rows[n1].verdict.mean == pytest.approx(1.90)
+    assert rows[n2].state == "keep" and rows[n2].relabels == 1  # bob's correction

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger import events as ev
-from ledger.aggregates import LABELLED, PROPOSED, Campaign, CommandRefused, Trial
+from ledger.aggregates import Campaign, CommandRefused, Trial
 from ledger.app import Ledger, Recorded
+from ledger.lifecycle import LABELLED, PROPOSED
 from projections import Projector, render_lineage_view
 from projections.stats import Leaderboard, NoiseReport, StatusDistribution
 from tests.projections.helpers import recorded
@@ -25,7 +26,7 @@ SPECIALISTS = ("opt", "arch", "data")
 WORDS = ("raise", "lower", "the", "learning", "rate", "warmup", "width", "depth", "dropout", "0.1", "0.2",
          "cosine", "schedule", "batch", "size", "muon", "momentum", "ema", "decay", "rope", "heads")
 OPS = ("propose",) * 3 + ("advance",) * 8 + ("run",) * 4 + ("label", "label", "relabel", "quarantine", "promote", "requeue",
-                                             "noise", "resume", "close", "open", "preflight_fail", "import")
+                                             "noise", "resume", "close", "open", "preflight_fail", "import", "judge", "judge")
 
 
 class World:
@@ -143,7 +144,18 @@ class World:
         if score is not None and k % 3 == 0 and status != "baseline":
             status = "keep"
         t.label_outcome(status, "harness:test", excerpt="Traceback: boom" if k % 3 == 0 else "", score=score,
-                        delta=(score - 1.2) if score is not None and k % 2 else None, at=self.tick(k))
+                        at=self.tick(k))
+
+    def op_judge(self, k: int) -> None:
+        scored = [(c, t) for c, t in self.trials if t.status == "scored" and t.label and t.label.score is not None]
+        if scored:
+            c, t = scored[k % len(scored)]
+            s = t.label.score if t.label and t.label.score is not None else 1.0
+            t.judge("agent:campaign", verdict=ev.VERDICTS[k % 3], runs=[ev.RunScore(number=t.number, trial_id=t.id,
+                    score=s)], mean=s, threshold=ev.Threshold(value=0.01, min_delta=0.01, k=2.0, sd=0.001),
+                    incumbent_id=None, incumbent_number=0, incumbent_score=1.2, improvement=1.2 - s,
+                    confirmations_wanted=k % 2, policy="test", reason=f"verdict {k}", at=self.tick(k))
+            self.take(t)
 
     def op_label(self, k: int) -> None:
         p = self.pick(k, {"proposed", "evaluated", "finished"})
@@ -242,7 +254,7 @@ def test_rebuild_equals_incremental(ops: list[tuple[str, int]], chunks: list[int
     assert views(inc) == views(rebuilt)
     # a single projection rebuilt on its own equals the one inside the projector
     for kind in (Leaderboard, StatusDistribution, NoiseReport):
-        assert kind.rebuild(recs) == inc[kind]
+        assert Projector.rebuild(recs, [kind])[kind] == inc[kind]
     # feeding events already seen changes nothing
     inc.apply_all(recs[: len(recs) // 2])
     assert inc.state == rebuilt.state

@@ -9,6 +9,7 @@ import pytest
 
 from ledger.audit import init_ledger
 from ledger.importers import import_cmu
+from ledger.store import LedgerError
 from projections import Projector, render_lineage_view
 from projections.lineage_view import estimate_tokens
 from tests.projections.helpers import Builder
@@ -86,7 +87,7 @@ def test_saturation_warning_when_recent_moves_are_inside_the_noise() -> None:
 
 
 def test_unknown_campaign_is_a_clear_error() -> None:
-    with pytest.raises(KeyError, match="no campaign 'nope'"):
+    with pytest.raises(LedgerError, match="no campaign .nope."):
         render_lineage_view(campaign(), "nope", "opt")
 
 

@@ -22,7 +22,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from tasks.spec import set_knob
+from tasks.knobs import set_knob
 
 TASK = Path(__file__).resolve().parents[2] / "tasks" / "builtin" / "golf_mini"
 

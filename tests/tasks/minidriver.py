@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.spec import set_knob
+from tasks.knobs import set_knob
 
 REPO = Path(__file__).resolve().parents[2]
 

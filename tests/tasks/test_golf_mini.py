@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from tasks.data import cache_dir, sha256_file
-from tasks.spec import load_task, set_knob
+from tasks.knobs import set_knob
+from tasks.spec import load_task
 from tests.tasks import evalmods, minidriver
 from tests.tasks import golf_driver as drv
 

@@ -17,8 +17,9 @@ from ledger import events as ev
 from ledger.aggregates import Trial
 from ledger.audit import init_ledger, verify
 from tasks import workspace as wsp
-from tasks.runner import Runner, submit_trial
+from tasks.runner import Runner
 from tasks.spec import load_task
+from tasks.submit import submit_trial
 from tests.tasks.runner_helpers import kill_under, live_under, live_with_token, make_task
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops privileges only when run as root")
@@ -147,7 +148,7 @@ def test_hostile_recipe_has_no_effect(world: Path) -> None:
     assert runner.run_until_idle(timeout_s=120) == 1
 
     trial = led.load(Trial, sub.trial_id)
-    assert trial.status == "discard", trial.label
+    assert trial.status == "scored", trial.label
     assert trial.label is not None and trial.label.score == pytest.approx(1.0)  # the evaluator's, not -1000
     assert trial.evaluated is not None and trial.evaluated.score == pytest.approx(1.0)
     assert trial.finished is not None and trial.finished.log_sha

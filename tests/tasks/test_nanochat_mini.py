@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tasks.data import cache_dir, sha256_file
-from tasks.spec import check_task, load_task
+from tasks.spec import load_task
+from tasks.spec_check import check_task
 from tests.tasks import evalmods, minidriver
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ledger import diffs
 from tasks import preflight as pf
 from tasks import workspace as wsp
-from tasks.spec import load_task, set_knob
+from tasks.knobs import set_knob
+from tasks.spec import load_task
 
 
 def test_same_change_same_parent_is_duplicate_other_parent_is_not():
@@ -18,7 +19,8 @@ def test_same_change_same_parent_is_duplicate_other_parent_is_not():
     d1 = diffs.make_diff(base, raise_steps)
     first = pf.check(spec, base, d1, surface="sched", seen=set())
     assert first.passed
-    seen = {first.normalised_sha, pf.tree_key(first.tree_sha)}
+    seen = first.keys
+    assert seen == {first.diff_key, diffs.tree_key(first.tree_sha)}
     # the same edit, reformatted, on the same parent: a duplicate, no compute spent
     again = pf.check(spec, base, d1.replace("MAX_STEPS = 2000", "MAX_STEPS =  2000"), surface="sched", seen=seen)
     assert not again.passed and again.label == "duplicate"

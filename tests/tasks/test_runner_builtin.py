@@ -16,8 +16,10 @@ from ledger import diffs
 from ledger.aggregates import Trial
 from ledger.audit import init_ledger, verify
 from tasks import workspace as wsp
-from tasks.runner import Runner, submit_trial
-from tasks.spec import TaskSpecError, load_task, set_knob
+from tasks.knobs import set_knob
+from tasks.runner import Runner
+from tasks.spec import TaskSpecError, load_task
+from tasks.submit import submit_trial
 
 BUILTIN = ["golf-mini", "airbench-mini", "nanochat-mini"]
 # knob settings that make the baseline a smoke run: same code paths, a fraction of the steps
@@ -58,7 +60,7 @@ def _need_data(spec, runner: Runner) -> None:
     """Prepare the task's data once (cached across runs); skip when it cannot be fetched here."""
     if spec.name not in _PREPARED:
         try:
-            runner._prepare(spec)
+            runner.data.prepare(spec)
             _PREPARED[spec.name] = None
         except Exception as e:
             _PREPARED[spec.name] = str(e)
@@ -110,7 +112,7 @@ def _run(led, tasks, **kw) -> Runner:
 
 def _assert_scored(led, trial_id, spec) -> Trial:
     t = led.load(Trial, trial_id)
-    assert t.status == "discard", (t.status, t.label and t.label.reason, t.label and t.label.excerpt)
+    assert t.status == "scored", (t.status, t.label and t.label.reason, t.label and t.label.excerpt)
     assert t.evaluated is not None and t.evaluated.score is not None and math.isfinite(t.evaluated.score)
     assert t.label.score == t.evaluated.score
     assert t.evaluated.evaluator == f"{spec.name}@{spec.evaluator_sha()[:12]}"
@@ -165,9 +167,11 @@ def test_bad_edits_get_the_right_labels(name: str, ledger, tmp_path: Path) -> No
     text = base[main]
     camp = f"{name}-bad"
 
-    def submit(new_text: str | None = None, *, diff: str | None = None, s=spec, campaign: str = camp):
+    def submit(new_text: str | None = None, *, diff: str | None = None, s=spec, campaign: str = camp,
+               seen: frozenset[str] = frozenset()):
         d = diff if diff is not None else diffs.make_diff(base, {**base, main: new_text})
-        return submit_trial(ledger, s, campaign=campaign, diff=d, hypothesis="bad on purpose", actor="human:t")
+        return submit_trial(ledger, s, campaign=campaign, diff=d, hypothesis="bad on purpose", actor="human:t",
+                            seen=seen)
 
     # preflight: nothing runs
     evaluator_file = spec.evaluator_files[0]
@@ -180,7 +184,8 @@ def test_bad_edits_get_the_right_labels(name: str, ledger, tmp_path: Path) -> No
     if cap:
         outcomes["size"] = (submit(text + "#" * (cap + 1) + "\n"), "size_blocked")
     first = submit(_insert_after_imports(text, "\nARLEDGER_TEST_CONSTANT = 1\n"))
-    outcomes["duplicate"] = (submit(_insert_after_imports(text, "\nARLEDGER_TEST_CONSTANT  =  1\n")), "duplicate")
+    outcomes["duplicate"] = (submit(_insert_after_imports(text, "\nARLEDGER_TEST_CONSTANT  =  1\n"), seen=first.keys),
+                             "duplicate")
     for what, (sub, label) in outcomes.items():
         assert not sub.passed and sub.label == label, (what, sub.label, sub.reason)
         t = ledger.load(Trial, sub.trial_id)
@@ -238,5 +243,6 @@ def test_preflight_keeps_a_specialist_inside_its_surface_regions() -> None:
     assert preflight.check(spec, base, marker, surface="arch").label == "illegal_edit"
     # without a surface (a human), anywhere in the recipe files is fine
     assert preflight.check(spec, base, outside).passed
-    passed, checks, label = preflight.preflight(spec, base, inside, surface="opt")
-    assert passed and label is None and [c.name for c in checks][:3] == ["parses", "paths_inside", "evaluator"]
+    again = preflight.check(spec, base, inside, surface="opt")
+    assert again.passed and again.label is None
+    assert [c.name for c in again.checks][:3] == ["parses", "paths_inside", "evaluator"]

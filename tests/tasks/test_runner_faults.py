@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from ledger import events as ev
-from ledger.aggregates import LABELLED, QUEUED, RUNNING, StaleEpoch, Trial
+from ledger.aggregates import StaleEpoch, Trial
 from ledger.app import Ledger
 from ledger.audit import init_ledger, verify
+from ledger.lifecycle import LABELLED, QUEUED, RUNNING
 from tasks import workspace as wsp
-from tasks.runner import Runner, submit_trial
+from tasks.runner import Runner
 from tasks.spec import load_task
+from tasks.submit import submit_trial
 from tests.tasks.runner_helpers import edit, kill_under, live_under, make_task
 
 
@@ -101,7 +103,7 @@ def test_killed_runner_is_reaped_and_trial_completes_once(world: Path) -> None:
     claims = _of(events, ev.LaunchClaimed)
     assert [(c.runner, c.epoch) for c in claims] == [("A", 1), ("B", 2)]
     labels = _of(events, ev.OutcomeLabelled)
-    assert [(x.status, x.epoch) for x in labels] == [("runner_lost", 1), ("discard", 2)]
+    assert [(x.status, x.epoch) for x in labels] == [("runner_lost", 1), ("scored", 2)]
     assert labels[0].actor == "runner:B" and "A" in labels[0].reason
     requeues = _of(events, ev.LaunchRequeued)
     assert len(requeues) == 1 and requeues[0].previous_runner == "A" and requeues[0].previous_epoch == 1
@@ -110,7 +112,7 @@ def test_killed_runner_is_reaped_and_trial_completes_once(world: Path) -> None:
     assert len(finished) == 1 and finished[0].epoch == 2  # completed exactly once
     assert len(_of(events, ev.TrialEvaluated)) == 1
     trial = led.load(Trial, sub.trial_id)
-    assert trial.phase == LABELLED and trial.status == "discard" and trial.label.score == pytest.approx(0.7)
+    assert trial.phase == LABELLED and trial.status == "scored" and trial.label.score == pytest.approx(0.7)
     assert verify(led).ok
 
 
@@ -140,7 +142,7 @@ def test_stale_epoch_events_are_refused(world: Path) -> None:
     t = led.load(Trial, sub.trial_id)
     for attempt in (lambda: t.renew("A", 1, 30, time.time()), lambda: t.finish("A", 1, exit_status=0),
                     lambda: t.log_metrics("A", 1, [ev.MetricPoint(1, "loss", 1.0)]),
-                    lambda: t.label_outcome("discard", "runner:A", runner="A", epoch=1)):
+                    lambda: t.label_outcome("scored", "runner:A", runner="A", epoch=1)):
         with pytest.raises(StaleEpoch):
             attempt()
     assert verify(led).ok
@@ -161,7 +163,7 @@ def test_sigterm_drains_then_exits_zero(world: Path) -> None:
     assert p.returncode == 0, out
     assert "draining" in out
     t1, t2 = led.load(Trial, first.trial_id), led.load(Trial, second.trial_id)
-    assert t1.status == "discard" and t1.label.score == pytest.approx(0.5)  # the running trial finished
+    assert t1.status == "scored" and t1.label.score == pytest.approx(0.5)  # the running trial finished
     assert t2.phase == QUEUED and t2.attempts == 0  # nothing new was claimed
     assert verify(led).ok
 

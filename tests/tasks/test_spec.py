@@ -9,18 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.spec import (
-    Knob,
-    TaskSpecError,
-    builtin_tasks,
-    check_task,
-    checkout_env_var,
-    format_value,
-    load_task,
-    read_knob,
-    regions_of,
-    set_knob,
-)
+from tasks.knobs import format_value, read_knob, regions_of, set_knob
+from tasks.spec import Knob, TaskSpecError, builtin_tasks, checkout_env_var, load_task
+from tasks.spec_check import check_task
 
 TOML = '''\
 [task]
@@ -149,7 +140,7 @@ def test_the_toy_task_loads_and_checks(tmp_path):
     assert spec.name == "toy" and spec.direction == "min"
     assert [k.name for k in spec.surfaces["opt"].knobs] == ["LR", "STEPS", "ACT"]
     assert spec.surfaces["opt"].knobs[0].range == (1e-4, 1e-1)
-    assert spec.noise.threshold() == pytest.approx(0.01)
+    assert spec.objective.threshold == pytest.approx(0.01)
     assert spec.specialist("opt").surface == "opt"
     results = check_task(spec)
     failed = [r for r in results if not r.ok]

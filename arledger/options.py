@@ -1,0 +1,62 @@
+"""What every `arledger` command shares: its options, how it opens the ledger, how errors read.
+
+* :data:`LEDGER`, :data:`CAMPAIGN`, :data:`JSON`, :data:`KEY` — the shared options, defined once;
+* :func:`open_ledger` — the one way a command opens an initialised ledger;
+* :class:`Group` — the root group: every error a user can cause (a bad ledger URL, an unreachable
+  or corrupt store, a missing artifact or key, a malformed task spec, a failed data fetch, a trial
+  whose code cannot be built) ends in one line naming the cause and the fix, exit code 1, no
+  traceback. Subcommands of subgroups run inside the root's ``invoke``, so this is the only place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ledger.app import Ledger
+from ledger.artifacts import ArtifactError
+from ledger.store import LedgerError
+
+LEDGER = click.option(
+    "--ledger", "ledger_url", envvar="ARLEDGER_LEDGER", default=None, metavar="URL",
+    help="Ledger URL: sqlite:PATH (default sqlite:.arledger/ledger.db), postgresql://USER@HOST/DB?schema=S, "
+         "memory://. Env: ARLEDGER_LEDGER.",
+)
+CAMPAIGN = click.option("--campaign", default=None, metavar="NAME",
+                        help="The campaign (default: the most recently opened one).")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+KEY = click.option("--key", "key_path", type=click.Path(path_type=Path), envvar="ARLEDGER_KEY", default=None,
+                   help="The ledger's Ed25519 signing key (default: signing.key beside the SQLite ledger). "
+                        "Env: ARLEDGER_KEY.")
+
+
+def open_ledger(url: str | None) -> Ledger:
+    """The initialised ledger at ``url``; a LedgerError naming the fix otherwise (nothing created)."""
+    led = Ledger.open(url)
+    if not led.is_initialised():
+        desc = led.describe()
+        led.close()
+        raise LedgerError(f"{desc} is not initialised; run `arledger init` (or `arledger run`, which does it)")
+    return led
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    from tasks.data import DataError
+    from tasks.spec import TaskSpecError
+    from tasks.workspace import WorkspaceError
+
+    return LedgerError, ArtifactError, TaskSpecError, DataError, WorkspaceError
+
+
+class Group(click.Group):
+    """The root group: turns the errors a user can cause into one clear line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except user_errors() as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:  # a file the user named cannot be read or written
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}") from None

@@ -1,0 +1,172 @@
+"""The life of one claimed attempt, from the code to the label — the runner's whole part of a trial.
+
+:func:`run_attempt` does, recording each step through the :class:`~tasks.attempt.Attempt`:
+
+1. rebuild the trial's code from the ledger (the campaign's baseline snapshot plus the diff chain)
+   and check it against the tree hash its preflight recorded — the code that runs is the code that
+   was checked, or the trial is not run;
+2. ``TrialStarted`` (host, accelerator, versions, tree hash, slot, threads, GPUs);
+3. prepare the task's data (once per host and task version) and the recipe's view of the train split;
+4. build the workspace (``tasks.workspace``), train once per seed (``tasks.training``);
+5. store the artifacts and logs; ``TrialFinished``; a failed run gets its label and ends here;
+6. the evaluator (``tasks.evaluation``); ``TrialEvaluated``; the label: ``scored`` or the failure.
+
+The runner's part ends at *scored*: what the score means for the campaign is the campaign's verdict.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger import events as ev
+from ledger.app import Ledger
+from ledger.app import __version__ as ARLEDGER_VERSION
+from tasks import sandbox
+from tasks import workspace as wsp
+from tasks.attempt import Attempt, LeaseLost
+from tasks.evaluation import evaluate
+from tasks.prepare import DataCache
+from tasks.spec import TaskSpec
+from tasks.training import Slot, seeds_for, train
+
+MAX_STORED_ARTIFACT = 512 << 20
+"""The largest run output stored in the artifact store (larger ones are recorded by size only)."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """What an attempt needs from the runner that runs it."""
+
+    isolation: sandbox.Isolation
+    data: DataCache
+    grace_s: float
+    abandoned: Callable[[], bool]  # True once the attempt must stop recording (lease lost, hard stop)
+
+
+def recorded_tree(attempt: Attempt) -> str | None:
+    """The tree hash the trial's preflight recorded."""
+    return next((e.tree_sha for e in attempt.trial.history if isinstance(e, ev.PreflightChecked)), None)
+
+
+def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host, accelerator: str) -> None:
+    rid, ep = att.runner_id, att.epoch
+    led = att.ledger
+    launch = att.trial.launch
+    assert launch is not None
+    try:
+        files = wsp.trial_files(led, att.trial_id)
+    except wsp.WorkspaceError as e:
+        att.label(e.label, reason=str(e))
+        return
+    tree = wsp.tree_sha(files)
+    want = recorded_tree(att)
+    if tree != want:
+        att.label("crash", reason=f"harness error (not the recipe's): the code rebuilt from the ledger (tree "
+                  f"{tree[:12]}) is not the code its preflight checked (tree {str(want)[:12]}); the baseline "
+                  "snapshot or a diff in the artifact store changed — run `arledger audit verify`")
+        return
+    iso = host.isolation
+    versions = {"python": platform.python_version(), "torch": _dist_version("torch"), "arledger": ARLEDGER_VERSION,
+                "task": f"{spec.name}@{spec.version}", "task_sha": spec.content_sha(),
+                "evaluator_sha": spec.evaluator_sha(),
+                "recipe_user": iso.identity.name if iso.identity else f"uid {os.geteuid()}"}
+    att.append(lambda t: t.start(rid, ep, host=socket.gethostname(), accelerator=accelerator, versions=versions,
+                                 tree_sha=tree, slot=slot.index, cpu_threads=slot.threads,
+                                 cuda_visible_devices=slot.cuda_visible_devices))
+    try:
+        data_dir = host.data.prepare(spec)
+        train_view = host.data.train_view(spec, data_dir, iso.identity)
+    except Exception as e:  # noqa: BLE001 — a broken prepare is the harness's failure, labelled as such
+        att.label("crash", reason=f"harness error (not the recipe's): data preparation failed: {e}")
+        return
+    ws = tdir / "ws"
+    try:
+        wsp.build_workspace(spec, files, ws, iso.identity)
+    except wsp.WorkspaceError as e:
+        att.label(e.label, reason=str(e))
+        return
+    seeds = seeds_for(launch.seeds, spec.noise.seeds_per_trial)
+
+    def on_points(seed: int, points: list[tuple[int, str, float]]) -> None:
+        att.metric_prefix = f"seed{seed}/" if len(seeds) > 1 else ""
+        att.add_points(points)
+
+    abandoned = host.abandoned
+    tr = train(spec, seeds=seeds, ws=ws, tdir=tdir, train_view=train_view, slot=slot, isolation=iso,
+               grace_s=host.grace_s, stop=att.stop, on_points=on_points, abandoned=abandoned)
+    if abandoned() or tr.last is None:
+        raise LeaseLost("stopped while training")
+    last = tr.last
+    art_sha, art_bytes = _store_outputs(led, tr.runs, spec.artifact)
+    log_sha, log_bytes = _store_logs(led, tr.logs)
+    after = wsp.after_tree_sha(ws, exclude=set(wsp.staged_paths(spec)))
+    cb = wsp.code_bytes(spec, files)
+    att.flush_metrics()
+    att.append(lambda t: t.finish(rid, ep, exit_status=last.exit_status, signal=last.signal,
+                                  timed_out=last.timed_out, wall_s=sum(tr.walls), cpu_s=tr.cpu_s,
+                                  peak_rss_bytes=tr.peak_rss_bytes, peak_gpu_bytes=tr.peak_gpu_bytes,
+                                  artifact_sha=art_sha, artifact_bytes=art_bytes, code_bytes=cb, log_sha=log_sha,
+                                  log_bytes=log_bytes, tree_sha_after=after))
+    if tr.failure is not None:
+        att.label(tr.failure.label, reason=tr.failure.reason, excerpt=tr.failure.excerpt)
+        return
+    res = evaluate(spec, tdir=tdir, data_dir=data_dir, training=tr, code_bytes=cb, slot=slot,
+                   grace_s=host.grace_s, stop=att.stop)
+    if abandoned():
+        raise LeaseLost("stopped while evaluating")
+    if res.recorded:
+        elog = led.artifacts.put(res.log_path.read_bytes()) if res.log_path.exists() else None
+        att.append(lambda t: t.record_evaluation(rid, ep, f"evaluator:{res.evaluator}", score=res.score,
+                                                 metrics=res.metrics, gates=res.gates, evaluator=res.evaluator,
+                                                 evaluator_sha=res.evaluator_sha, eval_wall_s=res.wall_s,
+                                                 log_sha=elog))
+    o = res.outcome
+    att.label(o.status, reason=o.reason, excerpt=o.excerpt, score=o.score)
+
+
+def _store_outputs(led: Ledger, runs: list[Path], name: str) -> tuple[str | None, int]:
+    """Each run's artifact into the store: (sha, bytes) of the one run's artifact, or with several
+    runs of a manifest listing each run's (sha, bytes), and the largest size."""
+    stored: list[tuple[str, str | None, int]] = []  # (run dir name, sha, bytes)
+    for out in runs:
+        p = out / name
+        if not os.path.isfile(p) or os.path.islink(p):
+            stored.append((out.name, None, 0))
+            continue
+        size = p.stat().st_size
+        stored.append((out.name, led.artifacts.put(p.read_bytes()) if size <= MAX_STORED_ARTIFACT else None, size))
+    if not stored:
+        return None, 0
+    if len(stored) == 1:
+        return stored[0][1], stored[0][2]
+    manifest = json.dumps({"artifact": name, "runs": [{"run": r, "sha": s, "bytes": b} for r, s, b in stored]},
+                          sort_keys=True)
+    return led.artifacts.put(manifest), max(b for _, _, b in stored)
+
+
+def _store_logs(led: Ledger, logs: list[tuple[int, Path]]) -> tuple[str | None, int]:
+    if not logs:
+        return None, 0
+    if len(logs) == 1:
+        data = logs[0][1].read_bytes() if logs[0][1].exists() else b""
+    else:
+        parts = []
+        for seed, p in logs:
+            parts.append(f"===== seed {seed} =====\n".encode())
+            parts.append(p.read_bytes() if p.exists() else b"")
+        data = b"".join(parts)
+    return led.artifacts.put(data), len(data)
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"

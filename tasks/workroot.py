@@ -1,0 +1,86 @@
+"""A runner's work root: the directory its trials' workspaces, outputs and logs live in.
+
+The root is not listable (0711), each trial directory has an unguessable name, so one trial cannot
+find another's files. Each trial directory names its runner process in ``owner``; a directory whose
+runner is gone (SIGKILL, power loss) is swept at start-up: whatever still works in it is killed and
+it is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from tasks import sandbox
+from tasks import workspace as wsp
+
+
+def default_work_root() -> Path:
+    return Path(tempfile.gettempdir()) / f"arledger-work-{os.geteuid()}"
+
+
+class WorkRoot:
+    def __init__(self, path: Path, log: Callable[[str], None]):
+        self.path = path
+        self._log = log
+        path.mkdir(parents=True, exist_ok=True)
+        if os.path.islink(path):
+            raise ValueError(f"work root {path} is a symlink; refusing")
+        if os.geteuid() == 0:
+            os.chown(path, 0, 0)
+        os.chmod(path, 0o711)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Remove the trial directories of runners that died, killing what still runs in them."""
+        for d in self.path.glob("t-*"):
+            try:
+                pid, start = (d / "owner").read_text().split()
+                if process_start(int(pid)) == start:
+                    continue  # its runner is alive
+            except (OSError, ValueError):
+                if time.time() - d.stat().st_mtime < 60:
+                    continue  # being created right now
+            killed = sandbox.kill_leftovers(None, None, roots=[str(d)])
+            if killed:
+                self._log(f"killed {len(killed)} process(es) left by a dead runner in {d}")
+            with contextlib.suppress(Exception):
+                wsp.remove_tree(d)
+
+    def trial_dir(self, trial_id: uuid.UUID, epoch: int) -> Path:
+        d = self.path / f"t-{trial_id.hex[:12]}-e{epoch}-{sandbox.new_token()[:16]}"
+        d.mkdir(mode=0o711)
+        os.chmod(d, 0o711)
+        (d / "logs").mkdir(mode=0o700)
+        (d / "owner").write_text(f"{os.getpid()} {process_start(os.getpid())}\n")
+        return d
+
+
+def process_start(pid: int) -> str:
+    """The start time of a process (clock ticks since boot): with the pid, names it uniquely."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def protect_sqlite(db: Path) -> None:
+    """Recipes run as another user: keep a SQLite ledger (file 0600), and the directory holding
+    its artifacts and signing key (0700), to the runner's user. A directory that is the current
+    directory or a system one is left as it is (only the file is tightened)."""
+    home = db.parent
+    me = os.geteuid()
+    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        with contextlib.suppress(OSError):
+            if p.stat().st_uid == me:
+                os.chmod(p, 0o600)
+    shared = {Path.cwd().resolve(), Path("/"), Path(tempfile.gettempdir()).resolve(), Path.home().resolve()}
+    with contextlib.suppress(OSError):
+        if home.stat().st_uid == me and home.resolve() not in shared:
+            os.chmod(home, home.stat().st_mode & 0o700)
