@@ -10,8 +10,10 @@ Two formats are understood:
   description`` with statuses keep/discard/crash; the first row is the baseline and a trial's parent
   is the most recent keep before it.
 
-An import writes, atomically and in trial order: ``CampaignOpened`` (named after the folder or file
-stem), ``NoiseMeasured(source="imported")`` where the noise is documented, and per trial
+An import writes, atomically and in trial order: ``CampaignOpened`` (named after the run folder —
+the parent of a ``blackboard/`` folder — or the file stem; with the record's metric, its direction
+as the record tells it (:func:`_cmu_direction`) and, for the released CMU runs, their arm),
+``NoiseMeasured(source="imported")`` where the noise is documented, and per trial
 ``TrialRegistered`` + ``TrialProposed(kind="baseline"|"imported")``, ``TrialFinished`` (timings,
 artifact size) where present, ``TrialEvaluated`` (evaluator ``imported:<format>``) where a score
 exists, ``OutcomeLabelled`` with the record's status, and ``IncumbentPromoted`` for every keep,
