@@ -121,6 +121,11 @@ def status_cmd(ledger_url: str | None, as_json: bool) -> None:
                       str(s["keeps"]), str(s["in_flight"]), fmt_metric(s["start"]), best, change, confirmed,
                       _when(s["last_activity"]))
         con.print(t)
+        for s in out:  # the labels add up to the trials; the baseline is not a trial
+            labels = ", ".join(f"{n} {k}" for k, n in s["status_counts"].items()) or "none labelled yet"
+            base = ("labelled " + ", ".join(s["baseline_status_counts"])) if s["baseline_status_counts"] else "not labelled yet"
+            score = f", {s['metric']} {fmt_metric(s['start'])}" if s["start"] is not None else ""
+            con.print(f"{s['name']}: {s['trials']} trials — {labels}; plus the baseline ({base}{score})")
 
 
 @click.command("show")

@@ -10,8 +10,10 @@ Two formats are understood:
   description`` with statuses keep/discard/crash; the first row is the baseline and a trial's parent
   is the most recent keep before it.
 
-An import writes, atomically and in trial order: ``CampaignOpened`` (named after the folder or file
-stem), ``NoiseMeasured(source="imported")`` where the noise is documented, and per trial
+An import writes, atomically and in trial order: ``CampaignOpened`` (named after the run folder —
+the parent of a ``blackboard/`` folder — or the file stem; with the record's metric, its direction
+as the record tells it (:func:`_cmu_direction`) and, for the released CMU runs, their arm),
+``NoiseMeasured(source="imported")`` where the noise is documented, and per trial
 ``TrialRegistered`` + ``TrialProposed(kind="baseline"|"imported")``, ``TrialFinished`` (timings,
 artifact size) where present, ``TrialEvaluated`` (evaluator ``imported:<format>``) where a score
 exists, ``OutcomeLabelled`` with the record's status, and ``IncumbentPromoted`` for every keep,
@@ -62,15 +64,21 @@ class ImportResult:
     files: dict[str, str]
 
 
-# Known metrics: the optimisation direction of the metric column a record carries.
+# Known metrics: the optimisation direction of the metric column a record carries (NanoChat's CORE
+# is a score to raise).
 DIRECTIONS = {
     "val_bpb": "min", "val_loss": "min", "loss": "min", "bpb": "min", "train_s": "min", "time_s": "min",
-    "wallclock_s": "min", "accuracy": "max", "acc": "max", "core": "max", "score": "max",
+    "wallclock_s": "min", "accuracy": "max", "acc": "max", "core": "max", "core_metric": "max", "score": "max",
 }
 # Documented run-to-run noise of a metric in the released records (the paper's ±0.001 val_bpb).
 DOCUMENTED_NOISE = {"val_bpb": 0.001}
-# Titles of the known CMU runs (Table 1's "run" column), keyed by their metric column.
-CMU_TITLES = {"val_bpb": ("parameter-golf", "Parameter Golf"), "train_s": ("cifar10-airbench96", "CIFAR-10 Airbench96")}
+# Task slug and title (Table 1's "run" column) of the known CMU runs, keyed by their metric column.
+CMU_TITLES = {"val_bpb": ("parameter-golf", "Parameter Golf"), "train_s": ("cifar10-airbench96", "CIFAR-10 Airbench96"),
+              "core_metric": ("nanochat-d12", "NanoChat-D12")}
+# The arm (in `arledger run --arm` terms) of the released runs, by their folder name in
+# release_artifacts/; any other folder imports as the lineage arm.
+CMU_ARMS = {"pg_ablation_lineage_off": "no-lineage", "pg_variant_single_agent": "single",
+            "pg_variant_generic_multi": "generic:10"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +242,29 @@ def _finish(ledger: Any, w: _Writer, campaign: Campaign, *, fmt: str, source: Pa
                         events=len(w.events), files=files)
 
 
+def _cmu_direction(where: Path, metric: str, keep_deltas: list[float], start: float | None,
+                   best: float | None) -> tuple[str, str]:
+    """The direction of a CMU record's metric, and what it rests on. The record itself tells: every
+    keep moved ``delta_vs_best`` the improving way (else best.json against the baseline does). A
+    known metric name must agree with it; an unknown one takes the record's word; with neither, min."""
+    signs = {d > 0 for d in keep_deltas if d}
+    told = ("max" if signs == {True} else "min") if len(signs) == 1 else None
+    basis = "the keeps' delta_vs_best"
+    if told is None and start is not None and best is not None and best != start:
+        told, basis = ("max" if best > start else "min"), "best.json against the baseline"
+    known = DIRECTIONS.get(metric.lower())
+    if known and told and known != told:
+        raise ImportRefused(
+            f"{where}: {metric} is {'lowered' if known == 'min' else 'raised'} by a better recipe, but the record's "
+            f"keeps moved it the other way ({basis}); check that the score column is {metric}"
+        )
+    if known:
+        return known, "metric name"
+    if told:
+        return told, f"record ({basis})"
+    return "min", "default (unknown metric, no keep to tell)"
+
+
 # ---------------------------------------------------------------------------------------------
 # CMU blackboard
 
@@ -244,7 +275,10 @@ def import_cmu(ledger: Any, directory: str | Path, *, name: str | None = None,
     d = Path(directory)
     if not d.is_dir():
         raise ImportRefused(f"{d} is not a folder; give the CMU blackboard folder holding results.tsv and tree.tsv")
-    name = name or d.resolve().name
+    folder = d.resolve()
+    if folder.name == "blackboard":  # release_artifacts/<run>/blackboard: the run is the parent
+        folder = folder.parent
+    name = name or folder.name
     res_path, tree_path, best_path = d / "results.tsv", d / "tree.tsv", d / "best.json"
     rh, rrows = _read_tsv(res_path)
     th, trows = _read_tsv(tree_path)
@@ -266,7 +300,6 @@ def import_cmu(ledger: Any, directory: str | Path, *, name: str | None = None,
     metric = th[si + 1] if si + 1 < len(th) and th[si + 1] not in ("delta_vs_best", "hypothesis") else ""
     if not metric:
         raise ImportRefused(f"{tree_path}: no metric column after 'status'")
-    direction = DIRECTIONS.get(metric, "min")
     _refuse_duplicates(ledger, name, "cmu", files)
 
     tree: dict[int, dict[str, str]] = {}
@@ -297,6 +330,13 @@ def import_cmu(ledger: Any, directory: str | Path, *, name: str | None = None,
                               "truncated_rows": truncated, "recovered_rows": recovered}
     slug, title = CMU_TITLES.get(metric, (f"cmu-{name}", name))
     config["title"] = title
+
+    def cell(n: int, col: str) -> str:  # tree.tsv's value, else results.tsv's
+        return (tree.get(n, {}).get(col) or results.get(n, {}).get(col) or "").strip()
+
+    keep_deltas = [v for n in numbers if cell(n, "status") == "keep" and (v := _num(cell(n, "delta_vs_best"))) is not None]
+    best_score = _num(str(best[metric])) if best.get(metric) is not None else None
+    direction, config["direction_basis"] = _cmu_direction(d, metric, keep_deltas, _num(cell(0, metric)), best_score)
     acc_col = "accuracy" if "accuracy" in rh else None
     gate_min: float | None = None
     if acc_col:
@@ -326,8 +366,8 @@ def import_cmu(ledger: Any, directory: str | Path, *, name: str | None = None,
 
     w = _Writer("cmu")
     camp = Campaign.open(name=name, actor=w.actor, at=first_at, task=slug, task_version="imported", task_sha="",
-                         metric=metric, direction=direction, specialists=specialists, config=config,
-                         harness_version="cmu-release")
+                         metric=metric, direction=direction, arm=CMU_ARMS.get(folder.name, "lineage"),
+                         specialists=specialists, config=config, harness_version="cmu-release")
     if sd is not None:
         camp.measure_noise(w.actor, at=first_at, metric=metric, values=[], sd=sd, source="imported")
     w.take(camp)
@@ -357,7 +397,7 @@ def import_cmu(ledger: Any, directory: str | Path, *, name: str | None = None,
             delta = _num(r.get("delta_vs_best"))
         kind = "baseline" if status == "baseline" or n == 0 else "imported"
         metrics: dict[str, float] = {}
-        for col in ("train_s", "eval_s", "total_s", "artifact_bytes", "accuracy", "acc_std", "n_seeds"):
+        for col in ("train_s", "eval_s", "total_s", "artifact_bytes", "accuracy", "acc_std", "n_seeds", "val_bpb"):
             v = _num(r.get(col))
             if v is not None:
                 metrics[col] = v

@@ -3,9 +3,12 @@
 ``export(proj, out_dir, campaigns)`` writes into ``out_dir``:
 
 * ``summary.json`` — ``{"campaigns": [{name, task, metric, direction, trials, keeps, start, best,
-  rel_change_pct, status_counts, cross_role_keeps: [n, of], effective_clusters, max_cluster_share,
-  near_dup_rate, trials_per_hour, ...}]}``; trials exclude the baseline, ``rel_change_pct`` is
-  100 × (best − start) / start rounded to 2 places;
+  rel_change_pct, status_counts, baseline_status_counts, cross_role_keeps: [n, of], effective_clusters,
+  max_cluster_share, near_dup_rate, trials_per_hour, ...}]}``; trials exclude the baseline and so do
+  ``status_counts`` (they add up to ``trials``; the baseline's label is in ``baseline_status_counts``),
+  ``cross_role_keeps`` is [keeps whose parent is another specialist's trial, keeps whose parent is
+  not the baseline] (see projections.stats), ``rel_change_pct`` is 100 × (best − start) / start
+  rounded to 2 places;
 * ``tables/<name>.csv`` and ``tables/<name>.parquet`` for trials, status_counts, specialists, keeps,
   headline, arms, cost, throughput, diversity, noise;
 * ``latex/headline.tex`` (run, metric (direction), start, best, change, trials, keeps — the paper's
@@ -75,7 +78,7 @@ def campaign_summary(proj: Any, info: CampaignInfo) -> dict[str, Any]:
         "name": info.name, "task": info.task, "metric": info.metric, "direction": info.direction,
         "trials": thr["trials"], "keeps": counts.get("keep", 0), "start": start, "best": best_score,
         "rel_change_pct": rel_change_pct(start, best_score),
-        "status_counts": counts,
+        "status_counts": counts, "baseline_status_counts": proj.statuses.baseline_labels(cid),
         "cross_role_keeps": proj.cross_role.keeps(cid),
         "effective_clusters": div["effective_clusters"], "max_cluster_share": div["max_cluster_share"],
         "near_dup_rate": div["near_dup_rate"], "trials_per_hour": thr["trials_per_hour"],
@@ -137,8 +140,9 @@ def tables(proj: Any, infos: list[CampaignInfo], summaries: list[dict[str, Any]]
             for k in ("campaign_id", "parent_id"):
                 d.pop(k, None)
             out["trials"].append(d)
-        for status, n in s["status_counts"].items():
-            out["status_counts"].append({"campaign": info.name, "status": status, "trials": n})
+        for counted, key in (("trials", "status_counts"), ("baseline", "baseline_status_counts")):
+            for status, n in s[key].items():
+                out["status_counts"].append({"campaign": info.name, "counted": counted, "status": status, "count": n})
         for p in proj.specialists.table_for(cid):
             row = {"campaign": info.name, **{k: v for k, v in p.items() if k != "statuses"}}
             row.update({f"n_{k}": v for k, v in p["statuses"].items()})
@@ -153,7 +157,8 @@ def tables(proj: Any, infos: list[CampaignInfo], summaries: list[dict[str, Any]]
         out["headline"].append(_headline_row(info, s))
         out["arms"].append({"arm": info.arm, "campaign": info.name, "trials": s["trials"], "keeps": s["keeps"],
                             "start": s["start"], "best": s["best"], "rel_change_pct": s["rel_change_pct"],
-                            "cross_role_keeps": s["cross_role_keeps"][0], "effective_clusters": s["effective_clusters"],
+                            "cross_role_keeps": s["cross_role_keeps"][0],
+                            "cross_role_of": s["cross_role_keeps"][1], "effective_clusters": s["effective_clusters"],
                             "near_dup_rate": s["near_dup_rate"], "trials_per_hour": s["trials_per_hour"]})
         c = proj.cost.summary(cid)
         out["cost"].append({"campaign": info.name, "trials": c["trials"], "keeps": c["keeps"],

@@ -2,7 +2,7 @@
 
 * :class:`LineageTree` — parent → children per campaign; chains from the baseline.
 * :class:`Leaderboard` — keeps by score; the current best (the baseline until a keep).
-* :class:`StatusDistribution` — outcome labels per campaign (after relabels).
+* :class:`StatusDistribution` — outcome labels per campaign (after relabels); the baseline's apart.
 * :class:`SpecialistProfile` — per specialist: trials, labels, keeps, cost, compute.
 * :class:`Cost` — LLM tokens and dollars, compute seconds; per trial and per keep.
 * :class:`CrossRole` — keeps whose parent was proposed by another specialist.
@@ -11,9 +11,12 @@
 
 Definitions (used by the export and the audit report):
 
-* **trials** exclude the baseline (kind ``baseline``).
-* **cross-role keep**: a keep whose parent is a non-baseline trial of a different specialist;
-  reported as ``[n, of]`` with ``of`` = all keeps.
+* **trials** exclude the baseline (kind ``baseline``); so do the **status counts**, which add up to
+  the trials; the baseline's label is counted apart (``baseline_labels``).
+* **cross-role keeps** (as arXiv 2605.05724 counts them): ``[n, of]`` where ``of`` = the keeps (of
+  proposals) whose parent is a trial other than the baseline and ``n`` = those of them whose parent
+  was proposed by a different specialist (pg_main: 32 of 33; its 36 keeps include 3 children of the
+  baseline).
 * **wall span**: from the earliest start (TrialStarted, else proposal time) to the latest end
   (label, evaluation, finish or proposal time) over the campaign's non-baseline trials.
 * **trials per hour** = trials / wall span in hours.
@@ -142,32 +145,52 @@ class Leaderboard(PerTrialAggregate):
 
 
 class StatusDistribution(PerTrialAggregate):
+    """Outcome labels per campaign (after relabels): the trials' labels, which add up to the trial
+    count, and apart from them the baseline's (kind ``baseline``: not a trial)."""
+
     name = "statuses"
 
     def __init__(self, deps: dict[type[Projection], Projection] | None = None):
         super().__init__(deps)
         self.counts: dict[uuid.UUID, Counter[str]] = defaultdict(Counter)
+        self.baseline_counts: dict[uuid.UUID, Counter[str]] = defaultdict(Counter)
 
     def contribution(self, row: TrialRow) -> Any:
-        return row.status or "(pending)"
+        return (row.kind == "baseline", row.status or "(pending)")
 
     def add(self, campaign_id: uuid.UUID, c: Any, sign: int) -> None:
-        cnt = self.counts[campaign_id]
-        cnt[c] += sign
-        if cnt[c] == 0:
-            del cnt[c]
+        is_baseline, status = c
+        cnt = (self.baseline_counts if is_baseline else self.counts)[campaign_id]
+        cnt[status] += sign
+        if cnt[status] == 0:
+            del cnt[status]
 
-    def labels(self, campaign_id: uuid.UUID) -> dict[str, int]:
-        """Outcome labels (pending trials left out), most frequent first."""
-        cnt = self.counts.get(campaign_id, Counter())
+    @staticmethod
+    def _labelled(cnt: Counter[str]) -> dict[str, int]:
         return {k: v for k, v in sorted(cnt.items(), key=lambda kv: (-kv[1], kv[0])) if k != "(pending)"}
 
+    def labels(self, campaign_id: uuid.UUID) -> dict[str, int]:
+        """The trials' outcome labels (the baseline and pending trials left out), most frequent first."""
+        return self._labelled(self.counts.get(campaign_id, Counter()))
+
+    def baseline_labels(self, campaign_id: uuid.UUID) -> dict[str, int]:
+        """The baseline's label(s), counted apart from the trials."""
+        return self._labelled(self.baseline_counts.get(campaign_id, Counter()))
+
     def pending(self, campaign_id: uuid.UUID) -> int:
-        return self.counts.get(campaign_id, Counter()).get("(pending)", 0)
+        """Runs not labelled yet, the baseline's included."""
+        return (self.counts.get(campaign_id, Counter()).get("(pending)", 0)
+                + self.baseline_counts.get(campaign_id, Counter()).get("(pending)", 0))
 
     @property
     def state(self) -> dict[str, Any]:
-        return {self.table.campaigns[cid].name: dict(sorted(c.items())) for cid, c in self.counts.items() if c}
+        out: dict[str, Any] = {}
+        for cid in set(self.counts) | set(self.baseline_counts):
+            trials, base = self.counts.get(cid, Counter()), self.baseline_counts.get(cid, Counter())
+            if trials or base:
+                out[self.table.campaigns[cid].name] = {"trials": dict(sorted(trials.items())),
+                                                       "baseline": dict(sorted(base.items()))}
+        return out
 
 
 class SpecialistProfile(PerTrialAggregate):
@@ -258,18 +281,23 @@ class Cost(PerTrialAggregate):
 
 
 class CrossRole(PerTrialAggregate):
+    """Cross-role keeps as the paper counts them: among the keeps whose parent is a trial other than
+    the baseline, those whose parent was proposed by a different specialist."""
+
     name = "cross_role"
+    KINDS = ("proposal", "imported")  # a keep is a proposal; reruns and confirmations are runs of one
 
     def __init__(self, deps: dict[type[Projection], Projection] | None = None):
         super().__init__(deps)
         self.counts: dict[uuid.UUID, list[int]] = {}
 
     def contribution(self, row: TrialRow) -> Any:
-        if row.status != "keep" or row.kind == "baseline":
+        if row.status != "keep" or row.kind not in self.KINDS:
             return None
         parent = self.table.trials.get(row.parent_id) if row.parent_id else None
-        cross = parent is not None and parent.kind != "baseline" and parent.specialist != row.specialist
-        return (1, int(cross))
+        if parent is None or parent.kind == "baseline":
+            return None
+        return (1, int(parent.specialist != row.specialist))
 
     def add(self, campaign_id: uuid.UUID, c: Any, sign: int) -> None:
         s = self.counts.setdefault(campaign_id, [0, 0])
@@ -277,7 +305,7 @@ class CrossRole(PerTrialAggregate):
         s[1] += sign * c[0]
 
     def keeps(self, campaign_id: uuid.UUID) -> list[int]:
-        """[cross-role keeps, all keeps]."""
+        """[cross-role keeps, keeps whose parent is not the baseline]."""
         return list(self.counts.get(campaign_id, [0, 0]))
 
     @property

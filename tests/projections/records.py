@@ -1,0 +1,26 @@
+"""Where the released CMU records (arXiv 2605.05724) are: ``../shared/data/cmu-release`` from the
+repository root, or the folder named by ``ARLEDGER_CMU_RELEASE``. Each run is a folder holding
+results.tsv, tree.tsv and best.json (release_artifacts/<run>/blackboard/ of cxcscmu/Auto-Research-Recipes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CMU = Path(os.environ.get("ARLEDGER_CMU_RELEASE") or REPO.parent / "shared" / "data" / "cmu-release")
+
+
+def records_present() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not CMU.is_dir(), reason=f"the CMU release records are not on this machine ({CMU})")
+
+
+def run_dir(name: str) -> Path:
+    """The folder of one released run; skips, naming it, when this copy of the release lacks it."""
+    d = CMU / name
+    if not (d / "tree.tsv").is_file():
+        pytest.skip(f"{d} is absent: copy release_artifacts/{name}/blackboard/ of cxcscmu/Auto-Research-Recipes "
+                    f"there (or point ARLEDGER_CMU_RELEASE at a copy that has it)")
+    return d
