@@ -17,9 +17,16 @@ def records_present() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not CMU.is_dir(), reason=f"the CMU release records are not on this machine ({CMU})")
 
 
+FIXTURES = REPO / "tests" / "fixtures" / "cmu-release"
+"""The five released runs the shared folder does not hold, kept with the tests (see its README)."""
+
+
 def run_dir(name: str) -> Path:
-    """The folder of one released run; skips, naming it, when this copy of the release lacks it."""
+    """The folder of one released run (the shared folder's, else the tests' copy); skips, naming it,
+    when neither holds it."""
     d = CMU / name
+    if not (d / "tree.tsv").is_file() and (FIXTURES / name / "tree.tsv").is_file():
+        d = FIXTURES / name
     if not (d / "tree.tsv").is_file():
         pytest.skip(f"{d} is absent: copy release_artifacts/{name}/blackboard/ of cxcscmu/Auto-Research-Recipes "
                     f"there (or point ARLEDGER_CMU_RELEASE at a copy that has it)")
