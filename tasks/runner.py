@@ -89,7 +89,8 @@ from ledger.aggregates import (
 from ledger.app import ConflictError, Ledger
 from ledger.app import __version__ as ARLEDGER_VERSION
 from ledger.codec import decode
-from tasks import classify, preflight, sandbox
+from tasks import bwrap, classify, preflight, sandbox
+from tasks import sandbox_plan as splan
 from tasks import workspace as wsp
 from tasks.data import cache_dir
 
@@ -349,10 +350,13 @@ class Runner:
         self.labelled = 0
         self.claimed = 0
         self.history: list[dict[str, Any]] = []  # per trial: claim/label times (benchmarks, tests)
-        self.isolation = self._setup_root(isolate)
+        self.sandbox = self._setup_root(isolate)  # None: --unsafe-no-sandbox
+        self.sandbox_note = (f"recipes run in {self.sandbox.kind} {self.sandbox.version} sandboxes "
+                             f"(limits: {self.sandbox.process_limit})" if self.sandbox else
+                             "UNSAFE: no sandbox (--unsafe-no-sandbox); recipes run with the runner's rights")
 
     # set up -------------------------------------------------------------------------------
-    def _setup_root(self, isolate: bool) -> sandbox.Isolation:
+    def _setup_root(self, isolate: bool) -> bwrap.Bubblewrap | None:
         self.work_root.mkdir(parents=True, exist_ok=True)
         if os.path.islink(self.work_root):
             raise ValueError(f"work root {self.work_root} is a symlink; refusing")
@@ -360,12 +364,7 @@ class Runner:
             os.chown(self.work_root, 0, 0)
         os.chmod(self.work_root, 0o711)
         self._clean_stale()
-        if not isolate:
-            return sandbox.Isolation(None, sys.executable, "isolation disabled: recipes run as the runner's user")
-        iso = sandbox.recipe_isolation(self.work_root)
-        if iso.identity is not None and self.ledger.cfg.kind == "sqlite" and self.ledger.cfg.path is not None:
-            _protect_sqlite(self.ledger.cfg.path)
-        return iso
+        return bwrap.probe() if isolate else None  # bwrap.SandboxUnavailable: refuse to start
 
     def _clean_stale(self) -> None:
         """Trial directories left by a runner that died (SIGKILL, power loss): kill whatever still
@@ -402,7 +401,7 @@ class Runner:
         self._hard.clear()
         restore = self._install_signals(stop_event) if install_signals else None
         try:
-            self._log(f"runner {self.runner_id}: {len(self.slots)} slot(s); {self.isolation.note}")
+            self._log(f"runner {self.runner_id}: {len(self.slots)} slot(s); {self.sandbox_note}")
             while True:
                 if stop_event.is_set():
                     self._drain.set()
@@ -693,8 +692,6 @@ class Runner:
         if spec is None:
             self._label(ctx, "crash", reason=f"runner error: task {launch.task!r} cannot be loaded here")
             return
-        iso = self.isolation
-        ident = iso.identity
         # the code, before anything runs
         try:
             files = wsp.trial_files(self.ledger, ctx.trial_id, spec)
@@ -707,33 +704,41 @@ class Runner:
         cvd = ctx.slot.cuda_visible_devices
         versions = {"python": platform.python_version(), "torch": _dist_version("torch"),
                     "arledger": ARLEDGER_VERSION, "task": f"{spec.name}@{_spec_version(spec)}",
-                    "task_sha": _call(spec, "content_sha"), "evaluator_sha": _call(spec, "evaluator_sha"),
-                    "recipe_user": ident.name if ident else f"uid {os.geteuid()}"}
+                    "task_sha": _call(spec, "content_sha"), "evaluator_sha": _call(spec, "evaluator_sha")}
         accel = self._accelerator(ctx.slot)
+        ws, home = tdir / "ws", tdir / "home"
+        data_dir = self.data_root / f"{spec.name}-v{_spec_version(spec)}"
+
+        def train_plan(out: Path) -> splan.SandboxPlan | None:
+            if self.sandbox is None:
+                return None
+            return splan.recipe_plan(ws=ws, out=out, home=home, train=data_dir / "train", staged=wsp.staged_paths(spec),
+                                     limits=splan.limits_for(spec.resources.memory_mb, spec.resources.max_procs,
+                                                             len(self.slots)), gpus=bwrap.gpus(ctx.slot.gpus),
+                                     network=spec.resources.network)
+        plan0 = train_plan(tdir / "out-0")
+        used = self.sandbox.record(plan0) if self.sandbox and plan0 else splan.unsandboxed_record("--unsafe-no-sandbox")
         ctx.append(lambda a: a.start(rid, ep, host=socket.gethostname(), accelerator=accel,
                                      versions=versions, tree_sha=tree, slot=ctx.slot.index, cpu_threads=threads,
-                                     cuda_visible_devices=cvd))
+                                     cuda_visible_devices=cvd, sandbox=used))
         self._log(f"trial {agg.number}: started (tree {tree[:12]}, {threads} threads"
                   + (f", CUDA_VISIBLE_DEVICES={cvd}" if cvd else "") + ")")
         # data
         try:
             data_dir = self._prepare(spec)
-            train_view = self._train_view(spec, data_dir, ident)
+            train_view = data_dir / "train"
         except Exception as e:
             self._label(ctx, "crash", reason=f"harness error (not the recipe's): data preparation failed: {e}")
             return
         # workspace
-        ws = tdir / "ws"
         try:
-            wsp.build_workspace(spec, files, ws, ident)
+            wsp.build_workspace(spec, files, ws)
         except wsp.WorkspaceError as e:
             self._label(ctx, e.label, reason=str(e))
             return
         staged = wsp.staged_paths(spec)
         expected = wsp.expected_evaluator_hashes(spec, staged)
-        home = tdir / "home"
         home.mkdir(mode=0o700)
-        sandbox.chown_tree(home, ident)
         seeds = _seeds(launch.seeds, int(wsp.sget(spec, "noise", "seeds_per_trial", 1) or 1))
         train_s = float(wsp.sget(spec, "budgets", "train_s", 600))
         device = "cuda" if ctx.slot.gpus else "cpu"
@@ -749,11 +754,10 @@ class Runner:
         for i, seed in enumerate(seeds):
             out = tdir / f"out-{i}"
             out.mkdir(mode=0o700)
-            sandbox.chown_tree(out, ident)
             ctx.seed_prefix = f"seed{seed}/" if len(seeds) > 1 else ""
             env = sandbox.trial_env(home=home, data=train_view, out=out, seed=seed, threads=threads,
                                     time_budget_s=train_s, device=device, cuda_visible_devices=cvd)
-            argv = sandbox.Placeholders({"python": iso.python, "ws": str(ws), "out": str(out), "seed": str(seed),
+            argv = sandbox.Placeholders({"python": sys.executable, "ws": str(ws), "out": str(out), "seed": str(seed),
                                          "threads": str(threads), "data": str(train_view)}).argv(
                 _command(spec, "train"))
             log_path = tdir / "logs" / f"train-{i}.log"
@@ -766,7 +770,7 @@ class Runner:
 
             self._log(f"trial {agg.number}: training seed {seed} ({i + 1}/{len(seeds)}), budget {train_s:g}s")
             res = sandbox.run(argv, cwd=ws, env=env, log_path=log_path, timeout_s=train_s, grace_s=self.grace_s,
-                              identity=ident, on_line=on_line, stop=ctx.stop, gpu_devices=cvd if cvd else None,
+                              plan=train_plan(out), on_line=on_line, stop=ctx.stop, gpu_devices=cvd if cvd else None,
                               sweep_roots=[ws, out, home])
             if ctx.lost.is_set() or self._hard.is_set():
                 raise LeaseLost("stopped while training")
@@ -823,7 +827,7 @@ class Runner:
         values = {"python": sys.executable, "eval_dir": str(eval_dir), "runs": ",".join(str(r) for r in runs),
                   "result": str(result_path), "data": str(data_dir), "task": str(wsp.task_dir(spec)),
                   "train_wall_s": ",".join(f"{w:.4f}" for w in walls), "code_bytes": str(code_bytes),
-                  "heldout": str(data_dir / "heldout")}
+                  "heldout": str(data_dir / "heldout"), "ws": str(tdir / "ws")}
         argv = sandbox.Placeholders(values).argv(template)
         if "{train_wall_s}" not in template and "--train-wall-s" not in template:
             argv += ["--train-wall-s", values["train_wall_s"]]
@@ -833,8 +837,12 @@ class Runner:
         env = sandbox.harness_env({"CUDA_VISIBLE_DEVICES": cvd, "ARLEDGER_DEVICE": device,
                                    "ARLEDGER_THREADS": str(threads), **{k: str(threads) for k in sandbox.THREAD_VARS}})
         log_path = edir / "evaluate.log"
+        plan = None if self.sandbox is None else splan.evaluator_plan(
+            eval_dir=eval_dir, runs=runs, data=data_dir, result=result_path, gpus=bwrap.gpus(ctx.slot.gpus),
+            limits=splan.limits_for(spec.resources.memory_mb, spec.resources.max_procs, len(self.slots)),
+            workspace=tdir / "ws" if "{ws}" in template else None)
         res = sandbox.run(argv, cwd=eval_dir, env=env, log_path=log_path, timeout_s=eval_s, grace_s=self.grace_s,
-                          stop=ctx.stop, gpu_devices=None)
+                          stop=ctx.stop, gpu_devices=cvd or None, plan=plan)
         if ctx.lost.is_set() or self._hard.is_set():
             raise LeaseLost("stopped while evaluating")
         log_text = _tail(log_path, CLASSIFY_TAIL)
@@ -923,7 +931,12 @@ class Runner:
                         argv = sandbox.Placeholders({"python": sys.executable, "data": str(data),
                                                      "task": str(wsp.task_dir(spec))}).argv(cmd)
                         log = self.data_root / f".{key}.prepare.log"
-                        res = sandbox.run(argv, cwd=_repo_root(), env=sandbox.harness_env(), log_path=log,
+                        plan = None if self.sandbox is None else splan.prepare_plan(
+                            data=data, downloads=cache_dir() / "downloads", cwd=_repo_root(), task=wsp.task_dir(spec),
+                            hidden=[p for p in (self.ledger.home, self.ledger.cfg.path, self.work_root, self.data_root,
+                                                os.environ.get("ARLEDGER_KEY")) if p],
+                            limits=splan.limits_for(0, 4096, len(self.slots)))
+                        res = sandbox.run(argv, cwd=_repo_root(), env=sandbox.harness_env(), log_path=log, plan=plan,
                                           timeout_s=float(os.environ.get("ARLEDGER_PREPARE_TIMEOUT_S", 3600)))
                         if not res.ok:
                             tail = _tail(log, 4000).strip().splitlines()[-3:]
@@ -940,44 +953,6 @@ class Runner:
                 fcntl.flock(lockf, fcntl.LOCK_UN)
         self._prepared.add(key)
         return data
-
-    def _train_view(self, spec: Any, data: Path, ident: sandbox.Identity | None) -> Path:
-        """The train split as the recipe may see it: the prepared dir itself when the recipe's
-        user can reach it, else a hard-linked (or copied) read-only view under the work root."""
-        train = data / "train"
-        if ident is None or sandbox.reachable_by(train, ident):
-            return train
-        key = f"{spec.name}-v{_spec_version(spec)}-{hashlib.sha256(str(data).encode()).hexdigest()[:10]}"
-        view_root = self.work_root / "data"
-        view_root.mkdir(exist_ok=True)
-        os.chmod(view_root, 0o711)
-        view = view_root / key / "train"
-        marker = view_root / key / ".complete"
-        if marker.exists():
-            return view
-        with open(self.work_root / f".{key}.view.lock", "a+") as lockf:
-            fcntl.flock(lockf, fcntl.LOCK_EX)
-            try:
-                if not marker.exists():
-                    if view.parent.exists():
-                        shutil.rmtree(view.parent)
-                    view.parent.mkdir(mode=0o755)
-
-                    def _link(src: str, dst: str) -> None:
-                        try:
-                            os.link(src, dst)
-                        except OSError:
-                            shutil.copy2(src, dst)
-
-                    shutil.copytree(train, view, copy_function=_link, symlinks=False)
-                    for d, _, fs in os.walk(view):
-                        os.chmod(d, 0o755)
-                        for f in fs:
-                            os.chmod(os.path.join(d, f), 0o444)
-                    marker.write_text("ok\n")
-            finally:
-                fcntl.flock(lockf, fcntl.LOCK_UN)
-        return view
 
     def _store_artifacts(self, runs: list[Path], name: str) -> tuple[str | None, int]:
         shas: list[dict[str, Any]] = []
@@ -1008,22 +983,6 @@ class Runner:
                 parts.append(p.read_bytes() if p.exists() else b"")
             data = b"".join(parts)
         return self.ledger.artifacts.put(data), len(data)
-
-
-def _protect_sqlite(db: Path) -> None:
-    """Recipes run as another user: keep a SQLite ledger (file 0600), and the directory holding
-    its artifacts and signing key (0700), to the runner's user. A directory that is the current
-    directory or a system one is left as it is (only the file is tightened)."""
-    home = db.parent
-    me = os.geteuid()
-    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        with contextlib.suppress(OSError):
-            if p.stat().st_uid == me:
-                os.chmod(p, 0o600)
-    shared = {Path.cwd().resolve(), Path("/"), Path(tempfile.gettempdir()).resolve(), Path.home().resolve()}
-    with contextlib.suppress(OSError):
-        if home.stat().st_uid == me and home.resolve() not in shared:
-            os.chmod(home, home.stat().st_mode & 0o700)
 
 
 # -------------------------------------------------------------------------------------------------
