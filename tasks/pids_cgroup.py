@@ -68,12 +68,16 @@ class PidsHierarchy:
                 self.kill_members(d)
                 time.sleep(0.01 * min(i + 1, 10))
 
-    def sweep_stale(self) -> int:
-        """Remove the empty ``arledger-*`` cgroups that runners which died left behind."""
+    def sweep_stale(self, min_age_s: float = 300.0) -> int:
+        """Remove the empty ``arledger-*`` cgroups that runners which died left behind (only old
+        ones: another runner's cgroup is empty for a moment before its sandbox joins it)."""
         n = 0
+        now = time.time()
         with contextlib.suppress(OSError):
             for d in self.base.glob(f"{PREFIX}*"):
                 with contextlib.suppress(OSError):
+                    if d.name.startswith(f"{PREFIX}probe-") or now - d.stat().st_mtime < min_age_s:
+                        continue
                     if not (d / "cgroup.procs").read_text().split():
                         os.rmdir(d)
                         n += 1
