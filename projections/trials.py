@@ -189,6 +189,7 @@ class TrialRow:
     started_at: float | None = None
     runner: str = ""
     host: str = ""
+    sandbox: str = ""  # the sandbox of its last start: bubblewrap, none (--unsafe-no-sandbox), unrecorded
     accelerator: str = ""
     slot: int | None = None
     attempts: int = 0
@@ -440,6 +441,7 @@ class TrialTable(Projection):
         c = self.campaigns[r.campaign_id]
         r.phase, r.started_at, r.runner, r.host = "running", e.at, e.runner, e.host
         r.accelerator, r.slot = e.accelerator, e.slot
+        r.sandbox = e.sandbox.kind if e.sandbox is not None else "unrecorded"
         r.harness_version = e.versions.get("harness") or e.versions.get("arledger") or c.harness_version
         r.task_sha = c.task_sha
 

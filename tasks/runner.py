@@ -1012,6 +1012,7 @@ def open_campaign(ledger: Ledger, spec: Any, campaign: str, *, actor: str, arm: 
     base = wsp.baseline_files(spec)
     base_sha = ledger.artifacts.put(json.dumps(base, sort_keys=True))
     cfg = {"baseline_tree_sha": base_sha, "baseline_tree": wsp.tree_sha(base), "task_path": str(wsp.task_dir(spec)),
+           "evaluator_files": list(spec.evaluator_files), "stage_into_workspace": list(spec.stage_into_workspace),
            **(config or {})}
     budgets = {k: float(wsp.sget(spec, "budgets", k, 0) or 0) for k in ("preflight_s", "train_s", "eval_s")}
     specialists = []
