@@ -150,15 +150,17 @@ def test_the_evaluator_writes_only_its_result_file(box: Path) -> None:
     (data / "heldout" / "secret.txt").write_text("HELD\n")
     result = box / "eval" / "result.json"
     plan = splan.evaluator_plan(eval_dir=box / "evaldir", runs=[box / "run"], data=data, result=result,
-                                limits=splan.limits_for(1024, 64, 1))
+                                limits=splan.limits_for(1024, 64, 1), workspace=box / "ws")
     code = f'''
 print("HELDOUT", open({str(data / "heldout" / "secret.txt")!r}).read().strip())
 print("MODEL", open({str(box / "run" / "model.txt")!r}).read().strip())
-try:
-    open({str(box / "run" / "model.txt")!r}, "a").write("x")
-    print("WROTE the run")
-except OSError:
-    print("REFUSED the run")
+for what, path in (("run", {str(box / "run" / "model.txt")!r}), ("workspace", {str(box / "ws" / "staged.py")!r})):
+    print("READ", what, len(open(path).read()))
+    try:
+        open(path, "a").write("x")
+        print("WROTE the", what)
+    except OSError:
+        print("REFUSED the", what)
 # beside the result file: the directory above it is only a mount point (here on the sandbox's own
 # /tmp, elsewhere on its read-only root), so this never reaches the host
 open({str(box / "eval" / "other.json")!r}, "w").write("x")
@@ -171,7 +173,7 @@ open({str(result)!r}, "w").write('{{"score": 1}}')
     log = (box / "log").read_text()
     assert r.exit_status == 0, log
     assert "HELDOUT HELD" in log and "MODEL 1.0" in log
-    assert "REFUSED the run" in log
+    assert "REFUSED the run" in log and "REFUSED the workspace" in log and "READ workspace 6" in log
     assert result.read_text() == '{"score": 1}'
     assert not (box / "eval" / "other.json").exists()
     assert (box / "run" / "model.txt").read_text() == "1.0\n"
