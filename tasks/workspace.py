@@ -343,10 +343,9 @@ def _mkdirs(root: Path, rel_dir: str) -> None:
                 raise WorkspaceError(f"{p} is not a directory (symlink?)") from None
 
 
-def build_workspace(spec: Any, files: dict[str, str], dest: Path, identity: Any | None = None) -> str:
+def build_workspace(spec: Any, files: dict[str, str], dest: Path) -> str:
     """Write ``files`` into the fresh directory ``dest``, check the tree hash, stage the evaluator
-    files read-only, and give the workspace (not the staged files) to ``identity`` (a
-    ``sandbox.Identity``, or None). Returns the tree hash."""
+    files read-only. Returns the tree hash."""
     check_tree(spec, files)
     dest = check_dest(dest)
     if dest.exists():
@@ -362,10 +361,6 @@ def build_workspace(spec: Any, files: dict[str, str], dest: Path, identity: Any 
     if got != want:
         raise WorkspaceError(f"workspace {dest} does not hold the trial's code (tree {got[:12]} != {want[:12]})",
                              "crash")
-    if identity is not None:
-        from tasks.sandbox import chown_tree
-
-        chown_tree(dest, identity)
     stage_files(spec, staged_paths(spec), dest)
     return want
 
