@@ -150,13 +150,17 @@ def _parse_gpus(text: str | None) -> list[int]:
 @click.option("--work-root", type=click.Path(path_type=Path), default=None,
               help="Where trial workspaces are built (default a directory under /tmp).")
 @click.option("--keep-workdirs", is_flag=True, help="Keep each trial's workspace, outputs and logs.")
+@click.option("--unsafe-no-sandbox", is_flag=True,
+              help="Run recipes without the bubblewrap sandbox (they get the runner's rights); every such "
+                   "trial is recorded so and listed by `audit report`.")
 def runner_cmd(ledger_url: str | None, slots: int, gpus: str | None, gpus_per_trial: int, lease_s: float,
                once: bool, task_names: tuple[str, ...], runner_id: str | None, data_root: Path | None,
-               work_root: Path | None, keep_workdirs: bool) -> None:
+               work_root: Path | None, keep_workdirs: bool, unsafe_no_sandbox: bool) -> None:
     """Claim queued trials, train them under their budgets, have them scored, label them.
 
     SIGTERM (or Ctrl-C) drains: no new claims, running trials finish, exit 0. A second one kills
     the running trials; their leases expire and another runner requeues them."""
+    from tasks.bwrap import SandboxUnavailable
     from tasks.runner import Runner
 
     gpu_list = _parse_gpus(gpus)
@@ -169,12 +173,18 @@ def runner_cmd(ledger_url: str | None, slots: int, gpus: str | None, gpus_per_tr
         c.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {_style(msg)}")
 
     led = open_ledger(ledger_url)
-    r = Runner(ledger=led, runner_id=runner_id, slots=slots, gpus=gpu_list, gpus_per_trial=gpus_per_trial,
-               lease_s=lease_s, data_root=data_root, work_root=work_root,
-               tasks=list(task_names) or None, log=log, keep_workdirs=keep_workdirs)
+    try:
+        r = Runner(ledger=led, runner_id=runner_id, slots=slots, gpus=gpu_list, gpus_per_trial=gpus_per_trial,
+                   lease_s=lease_s, data_root=data_root, work_root=work_root,
+                   tasks=list(task_names) or None, log=log, keep_workdirs=keep_workdirs,
+                   isolate=not unsafe_no_sandbox)
+    except SandboxUnavailable as e:
+        led.close()
+        raise click.ClickException(f"cannot sandbox recipes: {e}. (`--unsafe-no-sandbox` runs them unconfined; "
+                                   "every such trial is flagged by `audit report`)") from None
     try:
         if once:
-            log(f"runner {r.runner_id}: {len(r.slots)} slot(s); {r.isolation.note}")
+            log(f"runner {r.runner_id}: {len(r.slots)} slot(s); {r.sandbox_note}")
             n = r.run_until_idle(wait_for_others=False)
             log(f"idle: {n} trial(s) labelled")
         else:

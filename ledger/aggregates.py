@@ -284,11 +284,12 @@ class Trial(Aggregate):
         return [lost, req]
 
     def start(self, runner: str, epoch: int, *, host: str, accelerator: str, versions: dict[str, str] | None = None,
-              tree_sha: str = "", slot: int = 0, cpu_threads: int = 0, cuda_visible_devices: str = "", at: float | None = None) -> ev.Event:
+              tree_sha: str = "", slot: int = 0, cpu_threads: int = 0, cuda_visible_devices: str = "",
+              sandbox: ev.SandboxUsed | None = None, at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)
         return self._trigger(ev.TrialStarted, at=at, runner=runner, epoch=epoch, actor=f"runner:{runner}", host=host,
                              accelerator=accelerator, versions=dict(versions or {}), tree_sha=tree_sha, slot=slot,
-                             cpu_threads=cpu_threads, cuda_visible_devices=cuda_visible_devices)
+                             cpu_threads=cpu_threads, cuda_visible_devices=cuda_visible_devices, sandbox=sandbox)
 
     def log_metrics(self, runner: str, epoch: int, points: list[ev.MetricPoint], *, at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)

@@ -365,6 +365,24 @@ class LaunchRequeued(Event, frozen=True, kw_only=True):
     reason: str
 
 
+class SandboxUsed(msgspec.Struct, frozen=True, kw_only=True):
+    """The sandbox a trial's recipe ran in: ``kind`` "bubblewrap" (with its version) or "none"
+    (a runner started with ``--unsafe-no-sandbox``; ``note`` says so), and what it was given."""
+
+    kind: str
+    version: str = ""
+    role: str = "train"
+    network: bool = False
+    read_write: list[str] = []
+    read_only: list[str] = []
+    hidden: list[str] = []
+    devices: list[str] = []
+    memory_mb: int = 0
+    max_procs: int = 0
+    process_limit: str = ""  # "rlimit", or "rlimit + cgroup1 pids cgroup" for a root runner
+    note: str = ""
+
+
 class TrialStarted(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "trial"
     runner: str
@@ -376,6 +394,7 @@ class TrialStarted(Event, frozen=True, kw_only=True):
     slot: int = 0
     cpu_threads: int = 0
     cuda_visible_devices: str = ""
+    sandbox: SandboxUsed | None = None  # None: recorded before sandboxes were recorded
 
 
 class MetricsLogged(Event, frozen=True, kw_only=True):

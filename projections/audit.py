@@ -11,7 +11,10 @@ For every campaign:
   most of the campaign, and every harness change (CampaignOpened/CampaignResumed);
 * **corrections** — every relabel and quarantine, with actor and reason;
 * **harness failures** — trials the harness lost or aborted (harness_abort, runner_lost, cancelled);
-* **noise** — keeps whose delta is inside the campaign's noise, and those resting on one run.
+* **noise** — keeps whose delta is inside the campaign's noise, and those resting on one run;
+* **sandbox** — every trial that ran without a sandbox (``--unsafe-no-sandbox``) or whose start
+  recorded none, and every diff that references the task directory, an evaluator-owned file or
+  held-out data (:mod:`projections.contamination`), whether or not the sandbox stopped it.
 
 Imported records that carry no diffs say so and still list the rest.
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 from ledger.objective import Objective
 from ledger.store import LedgerError
+from projections import contamination
 from projections.diffscan import Analysis, analyse, apply_diff, knob_lines, regions
 from projections.lineage_view import clip, fmt_delta, fmt_score
 from projections.records import HARNESS_STATUSES, CampaignInfo, TrialRow
@@ -179,6 +183,8 @@ def campaign_report(proj: Any, info: CampaignInfo, resolver: CodeResolver) -> di
 
     # submissions ----------------------------------------------------------------------------
     subs: list[dict[str, Any]] = []
+    refs = contamination.refs_from_config(info.config)
+    contaminated: list[dict[str, Any]] = []
     no_diff = 0
     unavailable = 0
     for r in rows:
@@ -199,6 +205,10 @@ def campaign_report(proj: Any, info: CampaignInfo, resolver: CodeResolver) -> di
         parent_files = resolver.files(parent) if parent is not None else None
         a = analyse(diff, parent_files)
         inside, notes = surface_verdict(info, r, a, parent_files)
+        found = contamination.scan(diff, refs)
+        if found:
+            contaminated.append({"number": r.number, "specialist": r.specialist, "status": r.status,
+                                 "findings": [str(f) for f in found]})
         subs.append({"number": r.number, "specialist": r.specialist, "surface": r.surface, "status": r.status,
                      "diff": r.diff_sha, "files": a.files, "functions": a.functions, "knobs": a.knobs,
                      "edit_kind": a.edit_kind, "inside_surface": inside, "surface_notes": notes,
@@ -248,6 +258,9 @@ def campaign_report(proj: Any, info: CampaignInfo, resolver: CodeResolver) -> di
         "arm": info.arm, "imported": imported[-1] if imported else None, "notes": notes,
         "submissions_summary": summary, "submissions": subs, "evaluation_drift": drift,
         "corrections": corrections, "harness_failures": harness,
+        "unsandboxed": [{"number": r.number, "status": r.status, "sandbox": r.sandbox, "runner": r.runner}
+                        for r in rows if r.started_at is not None and r.sandbox in ("none", "unrecorded")],
+        "contamination": contaminated,
         "noise": {"noise_sd": noise["noise_sd"], "source": noise["source"], "keeps": len(noise["keeps"]),
                   "within_noise": within,
                   "single_run_within_noise": [k for k in within if k["single_run"]]},
@@ -344,6 +357,7 @@ def render_markdown(report: dict[str, Any], *, hyp_chars: int = 90) -> str:
                 out.append(f"| {x['number']:03d} | {x['status']} | {x['specialist']} | {_md(clip(x['hypothesis'], hyp_chars))} "
                            f"| {_md(clip(x['excerpt'] or '', 120))} |")
         out.append("")
+        out += _render_sandbox(c)
         nz = c["noise"]
         out += ["### Keeps inside the noise", ""]
         if not nz["noise_sd"]:
@@ -362,6 +376,25 @@ def render_markdown(report: dict[str, Any], *, hyp_chars: int = 90) -> str:
                                f"{fmt_delta(k['delta'])} | {ratio} | {k['runs']} | {_md(clip(k['hypothesis'], hyp_chars))} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _render_sandbox(c: dict[str, Any]) -> list[str]:
+    out = [f"### Trials run without a sandbox ({len(c['unsandboxed'])})", ""]
+    if c["unsandboxed"]:
+        out += ["| # | status | sandbox | runner |", "|---|---|---|---|"]
+        for x in c["unsandboxed"]:
+            why = "none (--unsafe-no-sandbox)" if x["sandbox"] == "none" else "not recorded"
+            out.append(f"| {x['number']:03d} | {x['status']} | {why} | {x['runner']} |")
+    else:
+        out.append("None: every started trial ran in a recorded sandbox.")
+    out += ["", f"### Contamination ({len(c['contamination'])} diffs)", ""]
+    if c["contamination"]:
+        out += ["| # | specialist | status | references |", "|---|---|---|---|"]
+        for x in c["contamination"]:
+            out.append(f"| {x['number']:03d} | {x['specialist']} | {x['status']} | {_md('; '.join(x['findings'][:6]))} |")
+    else:
+        out.append("No diff references the task directory, an evaluator-owned file or held-out data.")
+    return out + [""]
 
 
 def render_json(report: dict[str, Any]) -> str:

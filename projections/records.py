@@ -234,6 +234,7 @@ class TrialRow:
     started_at: float | None = None
     runner: str = ""
     host: str = ""
+    sandbox: str = ""  # the sandbox of its last start: bubblewrap, none (--unsafe-no-sandbox), unrecorded
     accelerator: str = ""
     slot: int | None = None
     attempts: int = 0

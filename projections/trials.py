@@ -299,6 +299,7 @@ class TrialTable(Projection):
         c = self.campaigns[r.campaign_id]
         r.started_at, r.runner, r.host = e.at, e.runner, e.host
         r.accelerator, r.slot = e.accelerator, e.slot
+        r.sandbox = e.sandbox.kind if e.sandbox is not None else "unrecorded"
         r.harness_version = e.versions.get("harness") or e.versions.get("arledger") or c.harness_version
         r.task_sha = c.task_sha
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ledger import events as ev
-from tasks import classify, sandbox
+from tasks import bwrap, classify, sandbox
+from tasks import sandbox_plan as splan
 from tasks import workspace as wsp
 from tasks.spec import TaskSpec
 from tasks.training import Slot, Training
@@ -60,7 +61,11 @@ class Evaluation:
 
 
 def evaluate(spec: TaskSpec, *, tdir: Path, data_dir: Path, training: Training, code_bytes: int, slot: Slot,
-             grace_s: float, stop: threading.Event) -> Evaluation:
+             grace_s: float, stop: threading.Event, box: bwrap.Bubblewrap | None, limits: splan.Limits,
+             gpus: tuple[splan.Gpu, ...]) -> Evaluation:
+    """Run the evaluator (see the module doc) in its sandbox (``box`` None: ``--unsafe-no-sandbox``):
+    it reads its staged copy, the runs and the task's data — and the workspace, read-only, only where
+    the task's evaluate command names ``{ws}`` — and writes its result file alone."""
     edir = tdir / "eval"
     edir.mkdir(mode=0o700)
     eval_dir = wsp.stage_evaluator(spec, edir / "stage")
@@ -69,7 +74,8 @@ def evaluate(spec: TaskSpec, *, tdir: Path, data_dir: Path, training: Training, 
     walls = ",".join(f"{w:.4f}" for w in training.walls)
     values = {"python": sys.executable, "eval_dir": str(eval_dir), "runs": ",".join(str(r) for r in training.runs),
               "result": str(result_path), "data": str(data_dir), "task": str(spec.root),
-              "train_wall_s": walls, "code_bytes": str(code_bytes), "heldout": str(data_dir / "heldout")}
+              "train_wall_s": walls, "code_bytes": str(code_bytes), "heldout": str(data_dir / "heldout"),
+              "ws": str(tdir / "ws")}
     argv = sandbox.Placeholders(values).argv(template)
     if "{train_wall_s}" not in template and "--train-wall-s" not in template:
         argv += ["--train-wall-s", walls]
@@ -79,8 +85,11 @@ def evaluate(spec: TaskSpec, *, tdir: Path, data_dir: Path, training: Training, 
     env = sandbox.harness_env({"CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices, "ARLEDGER_DEVICE": slot.device,
                                "ARLEDGER_THREADS": threads, **{k: threads for k in sandbox.THREAD_VARS}})
     log_path = edir / "evaluate.log"
+    plan = None if box is None else splan.evaluator_plan(
+        eval_dir=eval_dir, runs=training.runs, data=data_dir, result=result_path, gpus=gpus, limits=limits,
+        workspace=tdir / "ws" if "{ws}" in template else None)
     res = sandbox.run(argv, cwd=eval_dir, env=env, log_path=log_path, timeout_s=spec.budgets.eval_s,
-                      grace_s=grace_s, stop=stop, gpu_devices=None)
+                      grace_s=grace_s, stop=stop, gpu_devices=slot.cuda_visible_devices or None, plan=plan)
     sha = spec.evaluator_sha()
     result, problem = _read_result(result_path, res)
     r = result or {}

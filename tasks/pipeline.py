@@ -5,8 +5,9 @@
 1. rebuild the trial's code from the ledger (the campaign's baseline snapshot plus the diff chain)
    and check it against the tree hash its preflight recorded — the code that runs is the code that
    was checked, or the trial is not run;
-2. ``TrialStarted`` (host, accelerator, versions, tree hash, slot, threads, GPUs);
-3. prepare the task's data (once per host and task version) and the recipe's view of the train split;
+2. ``TrialStarted`` (host, accelerator, versions, tree hash, slot, threads, GPUs, and the sandbox
+   every command of the trial runs in: kind, version, mounts, limits, network);
+3. prepare the task's data (once per host and task version);
 4. build the workspace (``tasks.workspace``), train once per seed (``tasks.training``);
 5. store the artifacts and logs; ``TrialFinished``; a failed run gets its label and ends here;
 6. the evaluator (``tasks.evaluation``); ``TrialEvaluated``; the label: ``scored`` or the failure.
@@ -28,7 +29,8 @@ from pathlib import Path
 from ledger import events as ev
 from ledger.app import Ledger
 from ledger.app import __version__ as ARLEDGER_VERSION
-from tasks import sandbox
+from tasks import bwrap
+from tasks import sandbox_plan as splan
 from tasks import workspace as wsp
 from tasks.attempt import Attempt, LeaseLost
 from tasks.evaluation import evaluate
@@ -44,7 +46,8 @@ MAX_STORED_ARTIFACT = 512 << 20
 class Host:
     """What an attempt needs from the runner that runs it."""
 
-    isolation: sandbox.Isolation
+    box: bwrap.Bubblewrap | None  # the sandbox every command of the trial runs in (None: --unsafe-no-sandbox)
+    slots: int  # the runner's slots: a trial's default memory share is the machine's / slots
     data: DataCache
     grace_s: float
     abandoned: Callable[[], bool]  # True once the attempt must stop recording (lease lost, hard stop)
@@ -72,23 +75,33 @@ def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host
                   f"{tree[:12]}) is not the code its preflight checked (tree {str(want)[:12]}); the baseline "
                   "snapshot or a diff in the artifact store changed — run `arledger audit verify`")
         return
-    iso = host.isolation
     versions = {"python": platform.python_version(), "torch": _dist_version("torch"), "arledger": ARLEDGER_VERSION,
                 "task": f"{spec.name}@{spec.version}", "task_sha": spec.content_sha(),
-                "evaluator_sha": spec.evaluator_sha(),
-                "recipe_user": iso.identity.name if iso.identity else f"uid {os.geteuid()}"}
+                "evaluator_sha": spec.evaluator_sha()}
+    ws, home = tdir / "ws", tdir / "home"
+    data_dir = host.data.path(spec)
+    limits = splan.limits_for(spec.resources.memory_mb, spec.resources.max_procs, host.slots)
+    gpus = bwrap.gpus(list(slot.gpus)) if host.box is not None and slot.gpus else ()
+
+    def plan_for(out: Path) -> splan.SandboxPlan | None:
+        if host.box is None:
+            return None
+        return splan.recipe_plan(ws=ws, out=out, home=home, train=data_dir / "train", staged=wsp.staged_paths(spec),
+                                 limits=limits, gpus=gpus, network=spec.resources.network)
+
+    plan0 = plan_for(tdir / "out-0")
+    used = host.box.record(plan0) if host.box is not None and plan0 is not None else \
+        splan.unsandboxed_record("--unsafe-no-sandbox")
     att.append(lambda t: t.start(rid, ep, host=socket.gethostname(), accelerator=accelerator, versions=versions,
                                  tree_sha=tree, slot=slot.index, cpu_threads=slot.threads,
-                                 cuda_visible_devices=slot.cuda_visible_devices))
+                                 cuda_visible_devices=slot.cuda_visible_devices, sandbox=used))
     try:
-        data_dir = host.data.prepare(spec)
-        train_view = host.data.train_view(spec, data_dir, iso.identity)
+        host.data.prepare(spec)
     except Exception as e:  # noqa: BLE001 — a broken prepare is the harness's failure, labelled as such
         att.label("crash", reason=f"harness error (not the recipe's): data preparation failed: {e}")
         return
-    ws = tdir / "ws"
     try:
-        wsp.build_workspace(spec, files, ws, iso.identity)
+        wsp.build_workspace(spec, files, ws)
     except wsp.WorkspaceError as e:
         att.label(e.label, reason=str(e))
         return
@@ -99,7 +112,7 @@ def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host
         att.add_points(points)
 
     abandoned = host.abandoned
-    tr = train(spec, seeds=seeds, ws=ws, tdir=tdir, train_view=train_view, slot=slot, isolation=iso,
+    tr = train(spec, seeds=seeds, ws=ws, tdir=tdir, train_view=data_dir / "train", slot=slot, plan_for=plan_for,
                grace_s=host.grace_s, stop=att.stop, on_points=on_points, abandoned=abandoned)
     if abandoned() or tr.last is None:
         raise LeaseLost("stopped while training")
@@ -118,7 +131,7 @@ def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host
         att.label(tr.failure.label, reason=tr.failure.reason, excerpt=tr.failure.excerpt)
         return
     res = evaluate(spec, tdir=tdir, data_dir=data_dir, training=tr, code_bytes=cb, slot=slot,
-                   grace_s=host.grace_s, stop=att.stop)
+                   grace_s=host.grace_s, stop=att.stop, box=host.box, limits=limits, gpus=gpus)
     if abandoned():
         raise LeaseLost("stopped while evaluating")
     if res.recorded:

@@ -37,7 +37,6 @@ the code from the ledger and checks it against the tree hash recorded here.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from collections.abc import Set
@@ -254,23 +253,25 @@ def _estimate(spec: TaskSpec, files: dict[str, str], python: str | None) -> int 
     cmd = spec.commands.estimate
     if not cmd:
         return None
-    from tasks import sandbox
+    from tasks import bwrap, sandbox
+    from tasks import sandbox_plan as splan
 
+    try:
+        bwrap.probe()
+    except bwrap.SandboxUnavailable:
+        return None  # recipe code never runs unsandboxed, not even an estimate
     with tempfile.TemporaryDirectory(prefix="arledger-preflight-") as tmp:
-        os.chmod(tmp, 0o711)
-        iso = sandbox.recipe_isolation(Path(tmp), python or sys.executable)
-        if os.geteuid() == 0 and iso.identity is None:
-            return None  # recipe code never runs as root, not even an estimate
         ws = Path(tmp) / "ws"
         out = Path(tmp) / "out"
-        wsp.build_workspace(spec, files, ws, iso.identity)
+        wsp.build_workspace(spec, files, ws)
         out.mkdir()
-        sandbox.chown_tree(out, iso.identity)
-        argv = sandbox.Placeholders({"python": iso.python, "ws": str(ws), "out": str(out)}).argv(cmd)
+        plan = splan.estimate_plan(ws=ws, out=out, staged=wsp.staged_paths(spec),
+                                   limits=splan.limits_for(spec.resources.memory_mb, spec.resources.max_procs, 1))
+        argv = sandbox.Placeholders({"python": python or sys.executable, "ws": str(ws), "out": str(out)}).argv(cmd)
         lines: list[str] = []
         res = sandbox.run(argv, cwd=ws, env=sandbox.trial_env(home=out, out=out, threads=1),
                           log_path=Path(tmp) / "log", timeout_s=spec.budgets.preflight_s,
-                          on_line=lines.append, identity=iso.identity, sweep_roots=[ws, out])
+                          on_line=lines.append, plan=plan, sweep_roots=[ws, out])
         if res.exit_status != 0 or not lines:
             return None
         try:

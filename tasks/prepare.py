@@ -2,25 +2,25 @@
 
 :class:`DataCache` runs ``[commands] prepare`` (harness side, never inside a trial) into
 ``<data_root>/<task>-v<version>/`` under a file lock, so concurrent runners on one host prepare a
-task once, and marks it done. When the runner is root the held-out split is made root-only (0700)
-and the train split world-readable. :meth:`DataCache.train_view` gives the train split as the
-recipe's user may see it: the prepared directory itself when that user can reach it, else a
-hard-linked (or copied) read-only view under the runner's work root.
+task once, and marks it done. It runs in the prepare sandbox (:func:`tasks.sandbox_plan.prepare_plan`):
+the host read-only with the ledger, its artifacts and keys, the work root and the data root covered,
+writable only its data dir and the download cache, with the network (data comes from package
+registries). When the runner is root the held-out split is also made root-only (0700).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks import sandbox
+from tasks import bwrap, sandbox
+from tasks import sandbox_plan as splan
 from tasks.classify import log_tail
+from tasks.data import cache_dir
 from tasks.spec import TaskSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,17 +28,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class DataCache:
-    def __init__(self, data_root: Path, work_root: Path, log: Callable[[str], None]):
+    def __init__(self, data_root: Path, log: Callable[[str], None], *, box: bwrap.Bubblewrap | None,
+                 hidden: list[Path]):
+        """``box``: the sandbox prepare runs in (None: ``--unsafe-no-sandbox``); ``hidden``: what it must
+        not see besides the data root (the ledger's home, file and key, the work root)."""
         self.data_root = data_root
-        self.work_root = work_root
         self._log = log
+        self._box = box
+        self._hidden = [*hidden, data_root]
         self._prepared: set[str] = set()
+
+    def path(self, spec: TaskSpec) -> Path:
+        """Where ``spec``'s data is (or will be) prepared."""
+        return self.data_root / f"{spec.name}-v{spec.version}"
 
     def prepare(self, spec: TaskSpec) -> Path:
         """The prepared data directory of ``spec`` (``train/`` and ``heldout/``); runs prepare once.
         RuntimeError naming the command and the last lines of its log when it fails."""
-        key = f"{spec.name}-v{spec.version}"
-        data = self.data_root / key
+        data = self.path(spec)
+        key = data.name
         if key in self._prepared:
             return data
         self.data_root.mkdir(parents=True, exist_ok=True)
@@ -67,49 +75,15 @@ class DataCache:
         self._log(f"preparing data for {key} in {data}")
         argv = sandbox.Placeholders({"python": sys.executable, "data": str(data), "task": str(spec.root)}).argv(cmd)
         log = self.data_root / f".{key}.prepare.log"
-        res = sandbox.run(argv, cwd=REPO_ROOT, env=sandbox.harness_env(), log_path=log,
+        plan = None if self._box is None else splan.prepare_plan(
+            data=data, downloads=cache_dir() / "downloads", cwd=REPO_ROOT, task=spec.root, hidden=self._hidden,
+            limits=splan.limits_for(0, 4096, 1))
+        res = sandbox.run(argv, cwd=REPO_ROOT, env=sandbox.harness_env(), log_path=log, plan=plan,
                           timeout_s=float(os.environ.get("ARLEDGER_PREPARE_TIMEOUT_S", 3600)))
         if not res.ok:
             tail = log_tail(log, 4000).strip().splitlines()[-3:]
             raise RuntimeError(f"`{cmd}` failed ({'timed out' if res.timed_out else res.exit_status}): "
                                f"{' | '.join(tail)}")
-
-    def train_view(self, spec: TaskSpec, data: Path, ident: sandbox.Identity | None) -> Path:
-        """The train split as the recipe's user may see it (see the module doc)."""
-        train = data / "train"
-        if ident is None or sandbox.reachable_by(train, ident):
-            return train
-        key = f"{spec.name}-v{spec.version}-{hashlib.sha256(str(data).encode()).hexdigest()[:10]}"
-        view_root = self.work_root / "data"
-        view_root.mkdir(exist_ok=True)
-        os.chmod(view_root, 0o711)
-        view = view_root / key / "train"
-        marker = view_root / key / ".complete"
-        if marker.exists():
-            return view
-        with open(self.work_root / f".{key}.view.lock", "a+") as lockf:
-            fcntl.flock(lockf, fcntl.LOCK_EX)
-            try:
-                if not marker.exists():
-                    if view.parent.exists():
-                        shutil.rmtree(view.parent)
-                    view.parent.mkdir(mode=0o755)
-                    shutil.copytree(train, view, copy_function=_link_or_copy, symlinks=False)
-                    for d, _, fs in os.walk(view):
-                        os.chmod(d, 0o755)
-                        for f in fs:
-                            os.chmod(os.path.join(d, f), 0o444)
-                    marker.write_text("ok\n")
-            finally:
-                fcntl.flock(lockf, fcntl.LOCK_UN)
-        return view
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def secure_data(data: Path) -> None:

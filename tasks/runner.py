@@ -40,7 +40,7 @@ from ledger.aggregates import Campaign, CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
 from ledger.lifecycle import LEASED, QUEUED
 from ledger.store import LedgerError
-from tasks import classify, sandbox
+from tasks import bwrap, classify, sandbox
 from tasks import workspace as wsp
 from tasks.attempt import Attempt, LeaseLost
 from tasks.data import cache_dir
@@ -49,7 +49,7 @@ from tasks.prepare import DataCache
 from tasks.queue import Launch, LaunchQueue
 from tasks.spec import TaskSpec, load_task
 from tasks.training import Slot
-from tasks.workroot import WorkRoot, default_work_root, protect_sqlite
+from tasks.workroot import WorkRoot, default_work_root
 
 
 @dataclass
@@ -120,16 +120,15 @@ class Runner:
         self.claimed = 0
         self.history: list[dict[str, Any]] = []  # per attempt: claim/label times (benchmarks, tests)
         self.workroot = WorkRoot(Path(work_root) if work_root else default_work_root(), self._log)
-        self.data = DataCache(Path(data_root) if data_root else cache_dir() / "data", self.workroot.path, self._log)
-        self.isolation = self._isolation(isolate)
-
-    def _isolation(self, isolate: bool) -> sandbox.Isolation:
-        if not isolate:
-            return sandbox.Isolation(None, sys.executable, "isolation disabled: recipes run as the runner's user")
-        iso = sandbox.recipe_isolation(self.workroot.path)
-        if iso.identity is not None and self.ledger.cfg.kind == "sqlite" and self.ledger.cfg.path is not None:
-            protect_sqlite(self.ledger.cfg.path)
-        return iso
+        # the sandbox every command of a trial runs in; bwrap.SandboxUnavailable: refuse to start
+        self.sandbox = bwrap.probe() if isolate else None
+        self.sandbox_note = (f"recipes run in {self.sandbox.kind} {self.sandbox.version} sandboxes "
+                             f"(limits: {self.sandbox.process_limit})" if self.sandbox else
+                             "UNSAFE: no sandbox (--unsafe-no-sandbox); recipes run with the runner's rights")
+        hidden = [p for p in (self.ledger.home, self.ledger.cfg.path, self.workroot.path,
+                              os.environ.get("ARLEDGER_KEY")) if p]
+        self.data = DataCache(Path(data_root) if data_root else cache_dir() / "data", self._log, box=self.sandbox,
+                              hidden=[Path(p) for p in hidden])
 
     def _log(self, msg: str) -> None:
         if self._log_fn is not None:
@@ -149,7 +148,7 @@ class Runner:
         self._hard.clear()
         restore = self._install_signals(stop_event) if install_signals else None
         try:
-            self._log(f"runner {self.runner_id}: {len(self.slots)} slot(s); {self.isolation.note}")
+            self._log(f"runner {self.runner_id}: {len(self.slots)} slot(s); {self.sandbox_note}")
             while True:
                 if stop_event.is_set():
                     self._drain.set()
@@ -361,7 +360,7 @@ class Runner:
                 return
             slot = Slot(state.index, state.gpus, self._threads(spec))
             tdir = self.workroot.trial_dir(att.trial_id, att.epoch)
-            host = Host(self.isolation, self.data, self.grace_s,
+            host = Host(self.sandbox, len(self.slots), self.data, self.grace_s,
                         lambda: att.lost.is_set() or self._hard.is_set())
             self._log(f"trial {att.number}: started ({slot.threads} threads"
                       + (f", CUDA_VISIBLE_DEVICES={slot.cuda_visible_devices}" if slot.gpus else "") + ")")

@@ -1,27 +1,27 @@
-"""Running one command for one trial: isolated, budgeted, measured, and cleaned up after.
+"""Running one command for one trial: sandboxed, budgeted, measured, and cleaned up after.
 
 :func:`run` is the single way the runner starts a recipe's train command, a task's prepare command
 and an evaluator. What it guarantees:
 
-* **Its own process group** (``start_new_session=True``); at the budget the group gets SIGTERM,
-  then SIGKILL after ``grace_s``. A ``stop`` event (lost lease, hard shutdown) does the same.
+* **A sandbox** (``plan=``, a :class:`tasks.sandbox_plan.SandboxPlan`): the process runs under
+  bubblewrap (:mod:`tasks.bwrap`) and sees only what the plan binds — for a recipe its workspace,
+  output dir and home (read-write), the train split, the interpreter and the staged evaluator files
+  (read-only), a private ``/tmp``, a minimal ``/dev`` with its GPUs' nodes, its own ``/proc`` and no
+  network — with the plan's memory and process limits. The same for a root runner and an ordinary
+  user. ``plan=None`` runs the command directly: only for a runner started with
+  ``--unsafe-no-sandbox``, and the trial's start event says so.
+* **Its own process group** (``start_new_session=True``); at the budget the sandboxed processes get
+  SIGTERM (the bubblewrap launcher is spared, so they have ``grace_s`` to finish), then the whole
+  group SIGKILL. A ``stop`` event (lost lease, hard shutdown) does the same. When the recipe's main
+  process ends, the sandbox's pid namespace ends with it: nothing it started survives.
 * **A scrubbed environment**: only ``PATH``, ``HOME``, ``LANG``, the trial's ``ARLEDGER_*``
   variables of the runtime contract (tasks/SPEC.md), ``CUDA_VISIBLE_DEVICES`` and the thread
   variables (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``). Never the ledger
   URL, the signing key, API keys, ``PG*`` or anything else of the runner's (:func:`trial_env`).
-* **An unprivileged identity**: when the runner runs as root, the recipe runs as ``nobody:nogroup``
-  (or ``$ARLEDGER_RECIPE_USER``), with no supplementary groups. Its workspace and output dir are
-  chowned to it; held-out data (0700), the ledger's files and key (0600/0700) and the read-only
-  evaluator files stay root's, so the recipe can neither read nor rewrite them. Full isolation
-  therefore needs the runner to run as root (or as a dedicated user that owns the ledger and data,
-  while recipes run as another one); a runner started as an ordinary user runs recipes as itself
-  and relies on the post-run checks (evaluator hashes, tree hash) alone. :func:`recipe_identity`
-  probes that the identity can run the interpreter at all and falls back, with a warning, when it
-  cannot.
 * **No process outlives the trial**: every run is tagged with a unique ``ARLEDGER_TRIAL_TOKEN``;
   after the main process exits the whole process group is killed, then ``/proc`` is swept for any
-  process still in the group or session or carrying the token in its environment (descendants that
-  escaped with ``setsid`` and a double fork), repeatedly, until none is left.
+  process still in the group or session or carrying the token in its environment, repeatedly,
+  until none is left (and, for a root runner, every process left in the sandbox's pids cgroup).
 * **Evidence**: stdout and stderr, merged, go to a log file (capped); every complete line is handed
   to ``on_line`` as it arrives (the runner parses ``metric`` lines from it). Wall seconds, CPU
   seconds (the child's rusage from ``wait4`` plus what polling ``/proc`` saw of processes that were
@@ -31,19 +31,19 @@ and an evaluator. What it guarantees:
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import secrets
 import shutil
 import signal as _signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tasks import bwrap
+from tasks.sandbox_plan import SandboxPlan
 
 TOKEN_VAR = "ARLEDGER_TRIAL_TOKEN"
 ALLOWED_TRIAL_VARS = (
@@ -55,15 +55,6 @@ PASSED_THROUGH = ("PATH", "LANG")
 MAX_LOG_BYTES = 32 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The uid/gid a recipe runs as (``None`` everywhere means: as the runner itself)."""
-
-    uid: int
-    gid: int
-    name: str
 
 
 @dataclass
@@ -87,189 +78,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0 and not self.timed_out and not self.stopped and not self.error
-
-
-# -------------------------------------------------------------------------------------------------
-# identity
-
-
-_PROBED: dict[tuple[int, int, str], bool] = {}
-_PROBE_LOCK = threading.Lock()
-
-
-def lookup_identity(name: str | None = None) -> Identity | None:
-    """The unprivileged identity to drop to: ``name`` or ``$ARLEDGER_RECIPE_USER`` or ``nobody``;
-    ``None`` when this process is not root (it cannot switch users) or the user does not exist."""
-    if os.geteuid() != 0:
-        return None
-    name = name or os.environ.get("ARLEDGER_RECIPE_USER") or "nobody"
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        return None
-    gid = pw.pw_gid
-    if name == "nobody":
-        for g in ("nogroup", "nobody"):
-            try:
-                gid = grp.getgrnam(g).gr_gid
-                break
-            except KeyError:
-                continue
-    if pw.pw_uid == 0:
-        return None
-    return Identity(pw.pw_uid, gid, name)
-
-
-def can_run_as(identity: Identity, python: str = sys.executable) -> bool:
-    """Whether ``identity`` can start ``python`` at all (the interpreter may live under a directory
-    only root may enter, e.g. ``/root/.pyenv``). Probed once per identity and interpreter."""
-    key = (identity.uid, identity.gid, python)
-    with _PROBE_LOCK:
-        if key not in _PROBED:
-            try:
-                p = subprocess.run([python, "-c", "import sys"], cwd="/", user=identity.uid, group=identity.gid,
-                                   extra_groups=[], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-                _PROBED[key] = p.returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                _PROBED[key] = False
-        return _PROBED[key]
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """How recipes run on this runner: as whom, with which interpreter, and a note saying so."""
-
-    identity: Identity | None
-    python: str  # the interpreter that fills ``{python}`` in the train command
-    note: str
-
-
-def recipe_isolation(work_root: Path, python: str = sys.executable, name: str | None = None) -> Isolation:
-    """Decide how recipes run. As root: drop to the unprivileged user, with an interpreter it can
-    run — ``python`` itself, ``$ARLEDGER_RECIPE_PYTHON``, or a *shim environment* under
-    ``work_root`` (a same-version system interpreter with this environment's site-packages linked
-    in) when ``python`` lives under a directory only root may enter (``/root/.pyenv``). When none
-    works the recipe runs as root and the note says so."""
-    if os.geteuid() != 0:
-        return Isolation(None, python, f"runner runs as uid {os.geteuid()} (not root): recipes run as the same "
-                         "user; held-out data and the ledger are protected only by their file modes")
-    ident = lookup_identity(name)
-    if ident is None:
-        return Isolation(None, python, "no unprivileged user to run recipes as (set ARLEDGER_RECIPE_USER): "
-                         "recipes run as root")
-    good = f"recipes run as {ident.name} (uid {ident.uid}); held-out data and the ledger stay root-only"
-    if can_run_as(ident, python):
-        return Isolation(ident, python, good)
-    forced = os.environ.get("ARLEDGER_RECIPE_PYTHON")
-    if forced:
-        if can_run_as(ident, forced):
-            return Isolation(ident, forced, good)
-        return Isolation(None, python, f"user {ident.name} cannot run $ARLEDGER_RECIPE_PYTHON={forced}: "
-                         "recipes run as root")
-    shim = _shim_env(work_root, python, ident)
-    if shim is not None:
-        return Isolation(ident, shim, good + f" (interpreter: shim {shim})")
-    return Isolation(None, python, f"user {ident.name} cannot run {python} (it lives under a root-only directory) "
-                     "and no same-version interpreter it can run was found: recipes run as root — install "
-                     "Python where other users can run it, or set ARLEDGER_RECIPE_PYTHON")
-
-
-def _shim_env(work_root: Path, python: str, ident: Identity) -> str | None:
-    import hashlib
-    import sysconfig
-
-    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
-    site = sysconfig.get_paths()["purelib"]
-    if not reachable_by(Path(site), ident):
-        return None
-    cands = [c for c in (f"/usr/local/bin/python{ver}", f"/usr/bin/python{ver}", shutil.which(f"python{ver}"))
-             if c and os.path.exists(c)]
-    for cand in dict.fromkeys(cands):
-        real = os.path.realpath(cand)
-        if not can_run_as(ident, real):
-            continue
-        tag = hashlib.sha256(f"{real}\0{site}".encode()).hexdigest()[:12]
-        root = Path(work_root) / f"python-shim-{tag}"
-        exe = root / "bin" / "python"
-        try:
-            if not exe.exists():
-                tmp = Path(work_root) / f".python-shim-{tag}.{os.getpid()}.{threading.get_ident()}"
-                shutil.rmtree(tmp, ignore_errors=True)
-                (tmp / "bin").mkdir(parents=True)
-                (tmp / "lib" / f"python{ver}").mkdir(parents=True)
-                (tmp / "pyvenv.cfg").write_text(f"home = {os.path.dirname(real)}\n"
-                                                "include-system-site-packages = false\n"
-                                                f"version = {ver}\n")
-                os.symlink(real, tmp / "bin" / "python")
-                os.symlink(site, tmp / "lib" / f"python{ver}" / "site-packages")
-                for d, _, fs in os.walk(tmp):
-                    os.chmod(d, 0o755)
-                    for f in fs:
-                        if not os.path.islink(os.path.join(d, f)):
-                            os.chmod(os.path.join(d, f), 0o644)
-                try:
-                    os.rename(tmp, root)
-                except OSError:  # another runner made it first
-                    shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            continue
-        if not reachable_by(root, ident):
-            continue
-        probe = f"import sys; sys.exit(0 if sys.prefix == {str(root)!r} else 3)"
-        try:
-            p = subprocess.run([str(exe), "-c", probe], cwd="/", user=ident.uid, group=ident.gid, extra_groups=[],
-                               env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if p.returncode == 0:
-            return str(exe)
-    return None
-
-
-def recipe_identity(python: str = sys.executable, name: str | None = None) -> tuple[Identity | None, str]:
-    """(identity, note) for a recipe command that needs no interpreter shim (see recipe_isolation)."""
-    if os.geteuid() != 0:
-        return None, f"runner runs as uid {os.geteuid()} (not root): recipes run as the same user"
-    ident = lookup_identity(name)
-    if ident is None or not can_run_as(ident, python):
-        return None, "recipes run as root"
-    return ident, f"recipes run as {ident.name}"
-
-
-def chown_tree(path: Path, identity: Identity | None) -> None:
-    """Give ``path`` (and everything under it) to ``identity``; no-op without one."""
-    if identity is None:
-        return
-    os.chown(path, identity.uid, identity.gid, follow_symlinks=False)
-    for root, dirs, files in os.walk(path):
-        for n in dirs + files:
-            os.chown(os.path.join(root, n), identity.uid, identity.gid, follow_symlinks=False)
-
-
-def reachable_by(path: Path, identity: Identity | None, *, write: bool = False) -> bool:
-    """Whether ``identity`` can reach (and read, or write) ``path`` by the mode bits of it and its
-    ancestors. Conservative: ignores ACLs and capabilities."""
-    if identity is None:
-        return True
-    p = Path(os.path.abspath(path))
-    chain = [p, *p.parents]
-    for i, q in enumerate(chain):
-        try:
-            st = os.stat(q)
-        except OSError:
-            return False
-        need = 0o1 if i > 0 else (0o3 if write else 0o5) if q.is_dir() else (0o2 if write else 0o4)
-        if st.st_uid == identity.uid:
-            bits = (st.st_mode >> 6) & 7
-        elif st.st_gid == identity.gid:
-            bits = (st.st_mode >> 3) & 7
-        else:
-            bits = st.st_mode & 7
-        if bits & need != need:
-            return False
-    return True
 
 
 # -------------------------------------------------------------------------------------------------
@@ -528,32 +336,47 @@ class _Reader(threading.Thread):
 
 
 def run(argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str], log_path: Path | str,
-        timeout_s: float | None = None, grace_s: float = 3.0, identity: Identity | None = None,
+        plan: SandboxPlan | None, timeout_s: float | None = None, grace_s: float = 3.0,
         on_line: Callable[[str], None] | None = None, stop: threading.Event | None = None,
         token: str | None = None, gpu_devices: str | None = None, max_log_bytes: int = MAX_LOG_BYTES,
         poll_s: float = 0.5, sweep_roots: Sequence[Path | str] = ()) -> RunResult:
     """Run ``argv`` to completion under the guarantees in the module docstring.
 
-    ``env`` is used as is, plus ``ARLEDGER_TRIAL_TOKEN`` (``token``, or a fresh one). The log file
-    is created (or truncated) by the caller's identity; the process only gets the pipe. After the
-    main process exits, processes whose working directory lies under ``sweep_roots`` are killed
-    too (the trial's own directories)."""
+    ``plan`` is the sandbox (None: none at all, see above); inside it ``cwd`` is the plan's. ``env``
+    is used as is, plus ``ARLEDGER_TRIAL_TOKEN`` (``token``, or a fresh one), and inside a sandbox
+    the plan's ``HOME`` and GPUs (:func:`tasks.bwrap.sandbox_env`). The log file is created (or
+    truncated) by the runner; the process only gets the pipe. After the main process exits,
+    processes whose working directory lies under ``sweep_roots`` are killed too. A sandbox that
+    cannot be built (:class:`tasks.bwrap.SandboxUnavailable`) is raised, never run without."""
     log_path = Path(log_path)
     token = token or env.get(TOKEN_VAR) or new_token()
     env = dict(env)
     env[TOKEN_VAR] = token
+    launcher: list[str] = list(argv)
+    fds: list[int] = []
+    cgroup: Path | None = None
+    box = bwrap.probe() if plan is not None else None
+    if box is not None and plan is not None:
+        launcher, fds = bwrap.launch(box, plan, list(argv))
+        env = bwrap.sandbox_env(plan, env)
+        cwd = "/"
+        if box.pids is not None:
+            cgroup = box.pids.create(token[:24], plan.limits.max_procs)
+            launcher = ["/bin/sh", "-c", 'echo $$ > "$0" || exit 125; exec "$@"', str(cgroup / "cgroup.procs"),
+                        *launcher]
     rfd, wfd = os.pipe()
     reader = _Reader(rfd, log_path, on_line, max_log_bytes)
-    kw: dict = {}
-    if identity is not None:
-        kw = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
     t0 = time.time()
     m0 = time.monotonic()
     try:
-        proc = subprocess.Popen(list(argv), cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=wfd,
-                                stderr=wfd, start_new_session=True, close_fds=True, **kw)
+        proc = subprocess.Popen(launcher, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=wfd,
+                                stderr=wfd, start_new_session=True, close_fds=True, pass_fds=fds)
     except (OSError, subprocess.SubprocessError) as e:
         os.close(wfd)
+        for fd in fds:
+            os.close(fd)
+        if cgroup is not None and box is not None and box.pids is not None:
+            box.pids.remove(cgroup)
         reader.start()
         reader.join()
         msg = f"could not start {' '.join(argv)[:200]}: {e}"
@@ -562,6 +385,8 @@ def run(argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str], log_pat
         return RunResult(exit_status=127, signal=None, timed_out=False, stopped=False, wall_s=0.0, cpu_s=0.0,
                          peak_rss_bytes=0, peak_gpu_bytes=0, log_path=log_path, log_bytes=log_path.stat().st_size,
                          started_at=t0, ended_at=time.time(), error=msg)
+    for fd in fds:
+        os.close(fd)
     os.close(wfd)
     reader.start()
     pid = pgid = proc.pid
@@ -611,7 +436,7 @@ def run(argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str], log_pat
             why_stop = stop is not None and stop.is_set()
             if why_timeout or why_stop:
                 timed_out, stopped = why_timeout, (why_stop and not why_timeout)
-                _signal_group(pgid, _signal.SIGTERM)
+                _signal_group(pgid, _signal.SIGTERM, spare=pid if box is not None else None)
                 term_at = now
         elif not killed and now >= term_at + grace_s:
             _signal_group(pgid, _signal.SIGKILL)
@@ -625,6 +450,8 @@ def run(argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str], log_pat
     m1 = time.monotonic()
     t1 = time.time()
     leftovers = kill_leftovers(pgid, token, roots=[os.path.abspath(r) for r in sweep_roots])
+    if cgroup is not None and box is not None and box.pids is not None:
+        box.pids.remove(cgroup)  # kills whatever is still counted in it first
     reader.join(timeout=5)
     if reader.is_alive():  # someone still holds the pipe open; the sweep should have ended it
         try:
@@ -646,6 +473,8 @@ def run(argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str], log_pat
         _, st, ru = res
         if os.WIFEXITED(st):
             exit_status = os.WEXITSTATUS(st)
+            if box is not None and 128 < exit_status <= 128 + 64:
+                exit_status, sig = None, exit_status - 128  # bubblewrap reports a signal death as 128+N
         elif os.WIFSIGNALED(st):
             sig = os.WTERMSIG(st)
         cpu = ru.ru_utime + ru.ru_stime
@@ -661,11 +490,22 @@ def run(argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str], log_pat
                      leftovers_killed=len(leftovers), started_at=t0, ended_at=t1)
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _signal_group(pgid: int, sig: int, spare: int | None = None) -> None:
+    """``sig`` to the process group; with ``spare``, to every member but that one (the bubblewrap
+    launcher: killing it would SIGKILL the sandbox at once, without the grace period)."""
+    if spare is None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
+    for p in _pids():
+        st = _stat(p)
+        if p != spare and st is not None and st[2] == pgid and st[0] not in ("Z", "X"):
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 @dataclass

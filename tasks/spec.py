@@ -131,6 +131,9 @@ class NoisePolicy:
 class Resources:
     gpus_per_trial: int = 0
     cpu_threads: int = 1
+    memory_mb: int = 0  # per sandboxed process (RLIMIT_DATA) and its /tmp; 0: this machine's memory / slots
+    max_procs: int = 1024  # processes and threads at once in one sandbox
+    network: bool = False  # the recipe's sandbox shares the host's network (recorded with the trial)
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,15 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
     rs = _Reader(f, top.get("resources", "table", required=False, default={}), "resources")
     resources = Resources(gpus_per_trial=rs.positive("gpus_per_trial", "int", required=False, default=0,
                                                      allow_zero=True),
-                          cpu_threads=rs.positive("cpu_threads", "int", required=False, default=1))
+                          cpu_threads=rs.positive("cpu_threads", "int", required=False, default=1),
+                          memory_mb=rs.positive("memory_mb", "int", required=False, default=0, allow_zero=True),
+                          max_procs=rs.positive("max_procs", "int", required=False, default=1024),
+                          network=rs.get("network", "bool", required=False, default=False))
+    if 0 < resources.memory_mb < 256:
+        rs.fail("memory_mb", f"must be 0 (automatic) or at least 256, got {resources.memory_mb}",
+                "set memory_mb = 0 for this machine's share, or a limit of 256 MiB or more")
+    if resources.max_procs < 8:
+        rs.fail("max_procs", f"must be at least 8, got {resources.max_procs}", "set max_procs to 8 or more")
     rs.done()
 
     data = []

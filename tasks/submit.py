@@ -66,6 +66,7 @@ def open_campaign(ledger: Ledger, spec: TaskSpec, campaign: str, *, actor: str, 
     base = wsp.baseline_files(spec)
     base_sha = ledger.artifacts.put(json.dumps(base, sort_keys=True))
     cfg = {"baseline_tree_sha": base_sha, "baseline_tree": wsp.tree_sha(base), "task_path": str(spec.root),
+           "evaluator_files": list(spec.evaluator_files), "stage_into_workspace": list(spec.stage_into_workspace),
            **(config or {})}
     b = spec.budgets
     camp = Campaign.open(

@@ -1,6 +1,6 @@
 """Training one trial: the task's train command once per seed, in its workspace, under its budget.
 
-:func:`train` runs the seeds one after another in the sandbox (:func:`tasks.sandbox.run`), hands
+`train` runs the seeds one after another, each in its sandbox (:func:`tasks.sandbox.run`), hands
 every ``metric`` line to ``on_points``, and after each seed checks what the run may not do: change a
 staged evaluator file (``illegal_edit``), fail (``classify_run``'s label: crash, oom, diverged,
 train_budget_overrun), or leave links or special files in its output (``illegal_edit``). The first
@@ -11,6 +11,7 @@ caller's.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tasks import classify, sandbox
 from tasks import workspace as wsp
+from tasks.sandbox_plan import SandboxPlan
 from tasks.spec import TaskSpec
 
 
@@ -69,16 +71,15 @@ def seeds_for(given: list[int], n: int) -> list[int]:
 
 
 def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view: Path, slot: Slot,
-          isolation: sandbox.Isolation, grace_s: float, stop: threading.Event,
+          plan_for: Callable[[Path], SandboxPlan | None], grace_s: float, stop: threading.Event,
           on_points: Callable[[int, list[tuple[int, str, float]]], None],
           abandoned: Callable[[], bool]) -> Training:
-    """Run every seed (see the module doc). ``on_points(seed, points)`` gets each run's metric
-    points as they are printed; ``abandoned()`` says the attempt is over (lease lost, hard stop):
-    training stops at once and the caller records nothing."""
-    ident = isolation.identity
+    """Run every seed (see the module doc), each in the sandbox ``plan_for(output dir)`` gives (None:
+    ``--unsafe-no-sandbox``). ``on_points(seed, points)`` gets each run's metric points as they are
+    printed; ``abandoned()`` says the attempt is over (lease lost, hard stop): training stops at once
+    and the caller records nothing."""
     home = tdir / "home"
-    home.mkdir(mode=0o700)
-    sandbox.chown_tree(home, ident)
+    home.mkdir(mode=0o700, exist_ok=True)
     staged = wsp.staged_paths(spec)
     expected = wsp.expected_evaluator_hashes(spec, staged)
     out = Training(seeds=seeds)
@@ -86,10 +87,9 @@ def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view:
     for i, seed in enumerate(seeds):
         run_dir = tdir / f"out-{i}"
         run_dir.mkdir(mode=0o700)
-        sandbox.chown_tree(run_dir, ident)
         env = sandbox.trial_env(home=home, data=train_view, out=run_dir, seed=seed, threads=slot.threads,
                                 time_budget_s=spec.budgets.train_s, device=slot.device, cuda_visible_devices=cvd)
-        argv = sandbox.Placeholders({"python": isolation.python, "ws": str(ws), "out": str(run_dir),
+        argv = sandbox.Placeholders({"python": sys.executable, "ws": str(ws), "out": str(run_dir),
                                      "seed": str(seed), "threads": str(slot.threads),
                                      "data": str(train_view)}).argv(spec.commands.train)
         log_path = tdir / "logs" / f"train-{i}.log"
@@ -101,7 +101,7 @@ def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view:
                     on_points(seed, pts)
 
         res = sandbox.run(argv, cwd=ws, env=env, log_path=log_path, timeout_s=spec.budgets.train_s,
-                          grace_s=grace_s, identity=ident, on_line=on_line, stop=stop,
+                          grace_s=grace_s, plan=plan_for(run_dir), on_line=on_line, stop=stop,
                           gpu_devices=cvd if cvd else None, sweep_roots=[ws, run_dir, home])
         if abandoned():
             return out

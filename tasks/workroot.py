@@ -68,19 +68,3 @@ def process_start(pid: int) -> str:
             return f.read().rsplit(b")", 1)[1].split()[19].decode()
     except (OSError, IndexError):
         return ""
-
-
-def protect_sqlite(db: Path) -> None:
-    """Recipes run as another user: keep a SQLite ledger (file 0600), and the directory holding
-    its artifacts and signing key (0700), to the runner's user. A directory that is the current
-    directory or a system one is left as it is (only the file is tightened)."""
-    home = db.parent
-    me = os.geteuid()
-    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        with contextlib.suppress(OSError):
-            if p.stat().st_uid == me:
-                os.chmod(p, 0o600)
-    shared = {Path.cwd().resolve(), Path("/"), Path(tempfile.gettempdir()).resolve(), Path.home().resolve()}
-    with contextlib.suppress(OSError):
-        if home.stat().st_uid == me and home.resolve() not in shared:
-            os.chmod(home, home.stat().st_mode & 0o700)

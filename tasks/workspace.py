@@ -37,7 +37,6 @@ from ledger import diffs
 from ledger import events as ev
 from ledger.aggregates import Campaign
 from ledger.app import Ledger
-from tasks.sandbox import Identity, chown_tree
 from tasks.spec import TaskSpec
 
 MAX_FILE_BYTES = 4 << 20
@@ -305,10 +304,9 @@ def _mkdirs(root: Path, rel_dir: str) -> None:
                 raise WorkspaceError(f"{p} is not a directory (symlink?)") from None
 
 
-def build_workspace(spec: TaskSpec, files: dict[str, str], dest: Path, identity: Identity | None = None) -> str:
+def build_workspace(spec: TaskSpec, files: dict[str, str], dest: Path) -> str:
     """Write ``files`` into the fresh directory ``dest``, check the tree hash, stage the evaluator
-    files read-only, and give the workspace (not the staged files) to ``identity`` (a
-    ``sandbox.Identity``, or None). Returns the tree hash."""
+    files read-only. Returns the tree hash."""
     check_tree(spec, files)
     dest = check_dest(dest)
     if dest.exists():
@@ -324,7 +322,6 @@ def build_workspace(spec: TaskSpec, files: dict[str, str], dest: Path, identity:
     if got != want:
         raise WorkspaceError(f"workspace {dest} does not hold the trial's code (tree {got[:12]} != {want[:12]})",
                              "crash")
-    chown_tree(dest, identity)
     stage_files(spec, staged_paths(spec), dest)
     return want
 

@@ -12,6 +12,10 @@ environment contract) and then ``--trials`` launches through ``submit_trial`` + 
   averaged over the trials, divided by the direct wall time. Target <= 1.05.
 * ``idle_gap_s`` — on the one slot, the longest time from one trial's label to the next trial's
   claim (2+ trials queued). Target <= 0.5.
+* ``sandbox_ms`` — what the bubblewrap sandbox costs per run: ``sandbox.run`` of ``python -c pass``
+  with the train plan versus without a sandbox, ``--sandbox-runs`` times each, interleaved; the
+  median of each and their difference in milliseconds (and the spread of the unsandboxed runs, the
+  machine's noise). The trials above run sandboxed, so ``overhead_ratio`` includes it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ledger import diffs  # noqa: E402
 from ledger import events as ev  # noqa: E402
 from ledger.audit import init_ledger  # noqa: E402
 from tasks import sandbox  # noqa: E402
+from tasks import sandbox_plan as splan  # noqa: E402
 from tasks import workspace as wsp  # noqa: E402
 from tasks.runner import Runner  # noqa: E402
 from tasks.spec import load_task  # noqa: E402
@@ -117,10 +122,31 @@ def direct(spec, tmp: Path, python: str) -> float:
     return time.monotonic() - t0
 
 
+def sandbox_cost(tmp: Path, runs: int) -> dict:
+    """Median wall ms of ``python -c pass`` through sandbox.run, with and without the train plan."""
+    ws, out, home, train = (tmp / "sbx" / n for n in ("ws", "out", "home", "train"))
+    for d in (ws, out, home, train):
+        d.mkdir(parents=True)
+    plan = splan.recipe_plan(ws=ws, out=out, home=home, train=train, staged=[], limits=splan.limits_for(0, 1024, 1))
+    env = sandbox.trial_env(home=home, data=train, out=out, threads=1)
+    times: dict[str, list[float]] = {"sandboxed": [], "direct": []}
+    for i in range(2 * runs):
+        which = "sandboxed" if i % 2 == 0 else "direct"
+        r = sandbox.run([sys.executable, "-c", "pass"], cwd=ws, env=env, log_path=tmp / "sbx" / "log",
+                        plan=plan if which == "sandboxed" else None)
+        assert r.ok, (tmp / "sbx" / "log").read_text()
+        times[which].append(r.wall_s * 1000)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"runs": runs, "sandboxed_median_ms": round(med["sandboxed"], 2), "direct_median_ms": round(med["direct"], 2),
+            "cost_ms": round(med["sandboxed"] - med["direct"], 2),
+            "direct_sd_ms": round(statistics.stdev(times["direct"]), 2) if runs > 1 else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--sandbox-runs", type=int, default=20)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="arl-bench-", dir="/tmp"))
     os.chmod(tmp, 0o755)
@@ -129,7 +155,8 @@ def main() -> None:
         led, _, _ = init_ledger(f"sqlite:{tmp}/ledger/ledger.db")
         runner = Runner(ledger=led, runner_id="bench", tasks=[spec], data_root=tmp / "data",
                         work_root=tmp / "work", poll_s=0.2)
-        direct_s = direct(spec, tmp, runner.isolation.python)
+        direct_s = direct(spec, tmp, sys.executable)
+        cost = sandbox_cost(tmp, args.sandbox_runs)
         base = wsp.baseline_files(spec)
         for i in range(args.trials):
             d = diffs.make_diff(base, {"train.py": base["train.py"].replace("TAG = 0", f"TAG = {i + 1}")})
@@ -160,7 +187,8 @@ def main() -> None:
             "overhead_s": round(statistics.mean(walls) - direct_s, 3),
             "idle_gap_s": round(max(gaps), 3) if gaps else None,
             "total_s": round(total, 3),
-            "isolation": runner.isolation.identity.name if runner.isolation.identity else "none",
+            "sandbox": runner.sandbox_note,
+            "sandbox_ms": cost,
             "targets": {"overhead_ratio": 1.05, "idle_gap_s": 0.5},
         }))
         led.close()

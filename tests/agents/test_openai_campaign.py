@@ -52,7 +52,7 @@ def script() -> list[Any]:
     return [
         # proposal 1: a look at the lineage, an edit outside the region (refused), the correction, submit
         completion(call("view_lineage"), prompt_tokens=1000, completion_tokens=20),
-        completion(call("edit_file", path="train.py", old_string='SHARED = ', new_string='SHARED = "" or '),
+        completion(call("edit_file", path="train.py", old_string='REPORT_PORT = ', new_string='REPORT_PORT = 0 or '),
                    call("edit_file", path="train.py", old_string="SLEEP = 0.0\n",
                         new_string="SLEEP = 0.0\n# endregion\n# region: opt\n"),
                    prompt_tokens=1200, completion_tokens=25, cached_tokens=900),
@@ -96,7 +96,7 @@ def test_arledger_run_backend_openai_against_a_local_server(workdir: Path):
         assert (second.usage.turns, second.usage.requests, second.usage.retries) == (3, 4, 1)
         assert second.cost_usd == pytest.approx((3300 * 0.5 + 85 * 2.0) / 1e6)
         # what was trained is the correction, never the refused edit
-        assert "+VALUE = 0.5" in led.artifacts.get_text(first.diff_sha) and "SHARED" not in \
+        assert "+VALUE = 0.5" in led.artifacts.get_text(first.diff_sha) and "REPORT_PORT" not in \
             led.artifacts.get_text(first.diff_sha)
         scores = {r.event.originator_id: r.event.score for r in led.events() if isinstance(r.event, ev.TrialEvaluated)}
         assert scores[first.originator_id] == pytest.approx(0.5)

@@ -1,7 +1,9 @@
 """Shared fixtures for the runner tests: a tiny stand-in task, ledgers, diffs, /proc checks.
 
 The stand-in task ("standin") trains nothing: its recipe reads the train split, optionally sleeps,
-prints a metric line and writes ``model.txt`` holding ``VALUE``; its evaluator reads every run's
+prints a metric line and writes ``model.txt`` holding ``VALUE``; with ``report_port`` it also sends
+``VALUE SEED PID`` to that port on the host's loopback (the task then declares ``network = true``:
+the only way out of its sandbox, an independent witness that it ran); its evaluator reads every run's
 ``model.txt`` and the held-out file and scores the mean value. Everything else about it is real:
 task.toml through ``tasks.spec``, prepare command, staged read-only evaluator file, budgets.
 """
@@ -32,16 +34,17 @@ VALUE = 1.0
 SLEEP = 0.0
 # endregion
 
-SHARED = {shared!r}
+REPORT_PORT = {report_port!r}
 
 
 def main():
     data = Path(os.environ["ARLEDGER_DATA"])
     out = Path(os.environ["ARLEDGER_OUT"])
     words = len((data / "train.txt").read_text().split())
-    if SHARED:
-        with open(SHARED, "a") as f:
-            f.write(f"{{VALUE!r}} {{os.environ['ARLEDGER_SEED']}} {{os.getpid()}}\\n")
+    if REPORT_PORT:
+        import socket
+        with socket.create_connection(("127.0.0.1", REPORT_PORT), timeout=30) as c:
+            c.sendall(f"{{VALUE!r}} {{os.environ['ARLEDGER_SEED']}} {{os.getpid()}}\\n".encode())
     print("token", os.environ.get("ARLEDGER_TRIAL_TOKEN"), flush=True)
     t0 = time.time()
     while time.time() - t0 < SLEEP:
@@ -142,6 +145,9 @@ min_delta = 0.01
 [resources]
 gpus_per_trial = 0
 cpu_threads = 1
+memory_mb = {memory_mb}
+max_procs = {max_procs}
+network = {network}
 
 [surfaces.opt]
 description = "the value and the sleep"
@@ -159,15 +165,17 @@ preamble = "tune VALUE"
 '''
 
 
-def make_task(root: Path, *, name: str = "standin", shared: str = "", train_s: float = 20, eval_s: float = 20,
-              seeds: int = 1, max_bytes: int = 20000, train_py: str | None = None) -> Path:
+def make_task(root: Path, *, name: str = "standin", report_port: int = 0, train_s: float = 20, eval_s: float = 20,
+              seeds: int = 1, max_bytes: int = 20000, train_py: str | None = None, memory_mb: int = 0,
+              max_procs: int = 1024) -> Path:
     """Write the stand-in task into ``root`` (world-readable, as a task directory must be)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "recipe").mkdir(exist_ok=True)
     (root / "evaluator").mkdir(exist_ok=True)
     (root / "task.toml").write_text(TASK_TOML.format(name=name, train_s=train_s, eval_s=eval_s, seeds=seeds,
-                                                     max_bytes=max_bytes))
-    (root / "recipe" / "train.py").write_text(train_py or TRAIN_PY.format(shared=shared))
+                                                     max_bytes=max_bytes, memory_mb=memory_mb, max_procs=max_procs,
+                                                     network="true" if report_port else "false"))
+    (root / "recipe" / "train.py").write_text(train_py or TRAIN_PY.format(report_port=report_port))
     (root / "evaluator" / "common.py").write_text(COMMON_PY)
     (root / "evaluator" / "evaluate.py").write_text(EVALUATE_PY.format(max_bytes=max_bytes))
     (root / "prepare.py").write_text(PREPARE_PY)

@@ -94,7 +94,7 @@ def runs(tmp_path_factory, data) -> list[Path]:
     proc = train(tmp / "ws", data, tmp / "out", 1)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "metric train_loss=" in proc.stdout
-    assert sorted(p.name for p in (tmp / "out").iterdir()) == ["model.json", "model.pt"]
+    assert sorted(p.name for p in (tmp / "out").iterdir()) == ["model.json", "model.npz"]
     return [tmp / "out", tmp / "out"]
 
 

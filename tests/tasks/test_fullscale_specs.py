@@ -49,13 +49,13 @@ def launch(name: str, ws: Path, out: Path, data: Path, args: list[str], seed: in
     return subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=120)
 
 
-def evaluate(name: str, runs: list[Path], tmp: Path, *extra: str) -> dict:
+def evaluate(name: str, runs: list[Path], tmp: Path, *extra: str, env: dict | None = None) -> dict:
     result = tmp / "result.json"
     if result.exists():
         result.unlink()
     cmd = [sys.executable, str(task_dir(name) / "evaluator" / "evaluate.py"),
            "--runs", ",".join(str(r) for r in runs), "--result", str(result), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stderr
     return json.loads(result.read_text())
 
@@ -272,44 +272,64 @@ if core != "none":
 
 @pytest.fixture
 def nanochat(tmp_path):
+    """(workspace, prepared data): the user's base dir prepared by the task's own prepare command,
+    which holds the eval bundle out of the train split."""
     ws = tmp_path / "ws"
     (ws / "scripts").mkdir(parents=True)
     (ws / "scripts" / "base_train.py").write_text(FAKE_BASE_TRAIN)
     (ws / "scripts" / "base_eval.py").write_text(FAKE_BASE_EVAL)
-    data = tmp_path / "nanochat_base"
-    (data / "tokenizer").mkdir(parents=True)
-    (data / "tokenizer" / "tokenizer.pkl").write_bytes(b"tok")
-    (data / "eval_bundle").mkdir()
+    base = tmp_path / "nanochat_base"
+    (base / "tokenizer").mkdir(parents=True)
+    (base / "tokenizer" / "tokenizer.pkl").write_bytes(b"tok")
+    (base / "eval_bundle").mkdir()
+    (base / "eval_bundle" / "core.yaml").write_text("tasks: []\n")
+    data = tmp_path / "prepared"
+    words = shlex.split(spec("nanochat-d12")["commands"]["prepare"])
+    prep = [w.format(python=sys.executable, task=task_dir("nanochat-d12"), data=data) for w in words]
+    proc = subprocess.run(prep, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+                                     "NANOCHAT_BASE_DIR": str(base)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
     return ws, data
+
+
+def test_nanochat_prepare_holds_the_eval_bundle_out_of_the_train_split(nanochat):
+    _, data = nanochat
+    assert sorted(p.name for p in (data / "train").iterdir()) == ["tokenizer"]
+    assert sorted(p.name for p in (data / "heldout").iterdir()) == ["eval_bundle"]
+    assert (data / "heldout" / "eval_bundle" / "core.yaml").is_file()
 
 
 def nanochat_train_args(ws: Path) -> list[str]:
     """The task's own train command, torchrun swapped for `python -m`."""
     words = shlex.split(spec("nanochat-d12")["commands"]["train"])
     args = words[words.index("run") + 1: words.index("--")]
-    py = shlex.quote(sys.executable)
-    out = []
-    for a in args:
-        a = a.replace("{ws}", str(ws))
-        if "scripts.base_eval" in a:
-            a = f"{py} -m scripts.base_eval --eval core --model-tag d12"
-        out.append(a)
-    return out + ["--", sys.executable, "-m", "scripts.base_train", "--depth=12", "--model-tag=d12"]
+    assert not any("base_eval" in a for a in args)  # CORE is the evaluate phase's, never the recipe's
+    return [a.replace("{ws}", str(ws)) for a in args] + ["--", sys.executable, "-m", "scripts.base_train",
+                                                         "--depth=12", "--model-tag=d12"]
 
 
 def run_nanochat(nanochat, tmp_path, name="run0", **env) -> Path:
     ws, data = nanochat
     out = tmp_path / name
-    proc = launch("nanochat-d12", ws, out, data, nanochat_train_args(ws), extra_env=env)
+    proc = launch("nanochat-d12", ws, out, data / "train", nanochat_train_args(ws), extra_env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
 
+def core_args(nanochat) -> list[str]:
+    """The task's evaluate arguments for the CORE evaluation, torchrun swapped for `python -m`."""
+    ws, data = nanochat
+    words = shlex.split(spec("nanochat-d12")["commands"]["evaluate"])
+    assert "--core-command" in words and "{ws}" in words
+    return ["--workspace", str(ws), "--data", str(data),
+            "--core-command", f"{shlex.quote(sys.executable)} -m scripts.base_eval --eval core --model-tag d12"]
+
+
 def test_nanochat_scores_core_from_base_eval(nanochat, tmp_path):
     out = run_nanochat(nanochat, tmp_path)
-    assert (out / "core_eval.csv").is_file()  # the task's artifact
-    assert not (nanochat[1] / "base_checkpoints").exists()  # nothing written into the user's base dir
-    result = evaluate("nanochat-d12", [out], tmp_path, "--train-wall-s", "5300")
+    assert (out / "train.log").is_file()  # the task's artifact
+    assert not (nanochat[1] / "train" / "base_checkpoints").exists()  # nothing written into the user's base dir
+    result = evaluate("nanochat-d12", [out], tmp_path, "--train-wall-s", "5300", *core_args(nanochat))
     assert result["label"] is None
     assert result["score"] == pytest.approx(0.2219)
     assert result["metrics"]["val_bpb"] == pytest.approx(0.876543)
@@ -317,21 +337,37 @@ def test_nanochat_scores_core_from_base_eval(nanochat, tmp_path):
     assert gate(result, "train_wall_s") == {"name": "train_wall_s", "passed": True, "value": 5300.0, "limit": 5400.0}
 
 
+def test_a_core_line_the_training_process_prints_is_not_the_score(nanochat, tmp_path):
+    out = run_nanochat(nanochat, tmp_path)
+    with open(out / "train.log", "a") as f:
+        f.write("CORE metric: 0.9999\n")  # what a recipe could print
+    result = evaluate("nanochat-d12", [out], tmp_path, *core_args(nanochat))
+    assert result["score"] == pytest.approx(0.2219)
+
+
 def test_nanochat_over_90_minutes_is_a_train_budget_overrun(nanochat, tmp_path):
     out = run_nanochat(nanochat, tmp_path)
-    result = evaluate("nanochat-d12", [out], tmp_path, "--train-wall-s", "5460")
+    result = evaluate("nanochat-d12", [out], tmp_path, "--train-wall-s", "5460", *core_args(nanochat))
     assert result["label"] == "train_budget_overrun"
     assert "91.0 min of wall time, over the 90-minute budget" in result["reason"]
 
 
 def test_nanochat_without_core_is_a_crash_with_a_clear_reason(nanochat, tmp_path):
-    out = run_nanochat(nanochat, tmp_path, FAKE_CORE="none")
-    result = evaluate("nanochat-d12", [out], tmp_path)
+    out = run_nanochat(nanochat, tmp_path)
+    result = evaluate("nanochat-d12", [out], tmp_path, *core_args(nanochat), env={"FAKE_CORE": "none"})
     assert result["score"] is None and result["label"] == "crash"
     assert "no CORE metric" in result["reason"] and "CORE metric: <x>" in result["reason"]
 
 
-def test_nanochat_accepts_base_train_core_lines_and_the_csv(tmp_path):
+def test_nanochat_without_a_checkpoint_is_a_crash(nanochat, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "train.log").write_text("Step 00000 | Validation bpb: 3.342118\n")
+    result = evaluate("nanochat-d12", [run], tmp_path, *core_args(nanochat))
+    assert result["label"] == "crash" and "no checkpoint" in result["reason"]
+
+
+def test_nanochat_recorded_logs_accept_base_train_core_lines_and_the_csv(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
     (run / "train.log").write_text("Step 02000 | CORE metric: 0.1502\nStep 04536 | CORE metric: 0.1618\n"

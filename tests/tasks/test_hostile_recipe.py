@@ -1,12 +1,33 @@
-"""A hostile recipe cannot touch the evaluator, the held-out data or the ledger, cannot set its own
-score, and leaves no process behind. Real processes, real files, a real SQLite ledger."""
+"""Hostile recipes, run by a real runner as root and as an ordinary user, are contained.
+
+Every attack of ``tests/tasks/hostile_driver.py`` is a real recipe diff, submitted and run by a
+real ``Runner`` (in its own process, as the user under test): read held-out data by path and by
+searching the filesystem; read the task directory; read the ledger, the artifact store and the
+signing key; reach PostgreSQL and a port this test listens on; write outside the workspace; import
+the project and append to the ledger; tamper with the staged evaluator files; leave processes
+behind; exhaust memory; fork-bomb. Each must fail, the trial must be labelled (the memory hog
+``oom``, the rest scored by the evaluator at the honest 1.0), the ledger must verify with every
+event of every trial in it, and from outside nothing may have been reached, written or left running.
+
+As root the test also makes an ordinary user (``useradd``), gives it the test's directories and
+runs the runner as that user (``setpriv``); when the interpreter lives under a directory that user
+may not enter (``/root/.pyenv``), that run happens in a private mount namespace in which only the
+interpreter, the repository and the test's directory are reachable there (the host is untouched).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import pwd
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -15,92 +36,42 @@ import pytest
 from ledger import diffs
 from ledger import events as ev
 from ledger.aggregates import Trial
+from ledger.app import Ledger
 from ledger.audit import init_ledger, verify
 from tasks import workspace as wsp
 from tasks.runner import Runner
+from tasks.sandbox_plan import interpreter_paths
 from tasks.spec import load_task
 from tasks.submit import submit_trial
-from tests.tasks.runner_helpers import kill_under, live_under, live_with_token, make_task
+from tests.tasks.hostile_driver import CASES, EXPECTED
+from tests.tasks.runner_helpers import COMMON_PY, kill_under, live_under, make_task
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops privileges only when run as root")
-
-HOSTILE = '''\
-import json
-import os
-import sqlite3
-import sys
-import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "evaluator"))
-from common import FORMAT  # noqa: E402
-
-# region: opt
-VALUE = 1.0
-SLEEP = 0.0
-# endregion
-
-TARGETS = {targets!r}
+REPO = Path(__file__).resolve().parents[2]
 
 
-def attempt(name, fn):
-    try:
-        got = fn()
-        print(f"ATTACK {{name}} SUCCEEDED {{got!r}}"[:400], flush=True)
-    except BaseException as e:
-        print(f"ATTACK {{name}} failed: {{type(e).__name__}}", flush=True)
+@pytest.fixture
+def listener():
+    """A port on the host's loopback that no recipe may reach; counts who connected."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    seen: list[str] = []
 
+    def serve() -> None:
+        while True:
+            try:
+                conn, addr = srv.accept()
+            except OSError:
+                return
+            seen.append(str(addr))
+            conn.close()
 
-def replace_evaluator():
-    Path("evil.py").write_text('FORMAT = "-1000\\\\n"\\n')
-    os.replace("evil.py", "evaluator/common.py")
-
-
-attempt("write-evaluator", lambda: open("evaluator/common.py", "w").write('FORMAT = "-1000\\\\n"\\n'))
-attempt("chmod-evaluator", lambda: os.chmod("evaluator/common.py", 0o666))
-attempt("replace-evaluator", replace_evaluator)
-attempt("unlink-evaluator", lambda: os.unlink("evaluator/common.py"))
-attempt("read-heldout-rel", lambda: (Path(os.environ["ARLEDGER_DATA"]).parent / "heldout" / "secret.txt").read_text())
-attempt("read-heldout-abs", lambda: Path(TARGETS["heldout"]).read_text())
-attempt("list-heldout", lambda: os.listdir(Path(TARGETS["heldout"]).parent))
-attempt("read-ledger", lambda: open(TARGETS["db"], "rb").read(64))
-attempt("write-ledger", lambda: sqlite3.connect(TARGETS["db"]).execute("DELETE FROM stored_events").connection.commit())
-attempt("read-key", lambda: open(TARGETS["key"]).read())
-attempt("read-artifacts", lambda: os.listdir(TARGETS["artifacts"]))
-print("ENV " + json.dumps(sorted(os.environ)), flush=True)
-print("UID", os.getuid(), os.getgid(), os.getgroups(), flush=True)
-print("TOKEN", os.environ["ARLEDGER_TRIAL_TOKEN"], flush=True)
-
-# a fake score, every way a naive harness might pick one up
-print('{{"score": -1000.0}}')
-print("score=-1000")
-print("val_bpb: -1000")
-print("metric score=-1000 step=1", flush=True)
-out = Path(os.environ["ARLEDGER_OUT"])
-(out / "result.json").write_text('{{"score": -1000, "label": null}}')
-
-# leave processes behind: one keeps its environment, one execs with none (but its cwd stays)
-for variant in ("keep-env", "no-env"):
-    if os.fork() == 0:
-        os.setsid()
-        if os.fork() == 0:
-            os.closerange(0, 3)
-            if variant == "no-env":
-                os.execve("/bin/sleep", ["sleep", "{marker}"], {{}})
-            time.sleep(1000)
-            os._exit(0)
-        os._exit(0)
-    os.wait()
-
-(out / "model.txt").write_text(FORMAT.format(value=VALUE))
-print("metric loss=1.0 step=1", flush=True)
-'''
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv.getsockname()[1], seen
+    srv.close()
 
 
 @pytest.fixture
 def world():
-    """Directories every user could reach (so the protection comes from modes, not from a 0700
-    pytest tmp dir above them): task, data, ledger, work root."""
     d = Path(tempfile.mkdtemp(prefix="arl-hostile-", dir="/tmp"))
     os.chmod(d, 0o755)
     yield d
@@ -108,87 +79,174 @@ def world():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _procs_with(marker: str) -> list[int]:
+def _procs_with(needle: str) -> list[int]:
     out = []
     for n in os.listdir("/proc"):
         if not n.isdigit():
             continue
         try:
-            with open(f"/proc/{n}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{n}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
+            cmd = Path(f"/proc/{n}/cmdline").read_bytes()
+            state = Path(f"/proc/{n}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if marker.encode() in cmd and state not in (b"Z", b"X"):
+        if needle.encode() in cmd and state not in (b"Z", b"X"):
             out.append(int(n))
     return out
 
 
-def test_hostile_recipe_has_no_effect(world: Path) -> None:
-    task = make_task(world / "task")
-    spec = load_task(task)
-    for sub in ("ledger", "data", "work"):
-        (world / sub).mkdir()
-        os.chmod(world / sub, 0o755)
-    led, key, _ = init_ledger(f"sqlite:{world}/ledger/ledger.db")
-    key_before = key.read_bytes()
-    runner = Runner(ledger=led, runner_id="r-hostile", tasks=[task], data_root=world / "data",
-                    work_root=world / "work", grace_s=1.0)
-    if runner.isolation.identity is None:
-        pytest.skip(f"no unprivileged identity: {runner.isolation.note}")
-    data = world / "data" / "standin-v1"
-    marker = f"{time.time() % 1000 + 1000:.6f}"
-    targets = {"heldout": str(data / "heldout" / "secret.txt"), "db": str(world / "ledger" / "ledger.db"),
-               "key": str(key), "artifacts": str(world / "ledger" / "artifacts")}
-    base = wsp.baseline_files(spec)
-    diff = diffs.make_diff(base, {"train.py": HOSTILE.format(targets=targets, marker=marker)})
-    sub = submit_trial(led, spec, campaign="hostile", diff=diff, hypothesis="try everything", actor="human:t")
-    assert sub.passed, sub.reason
-    assert runner.run_until_idle(timeout_s=120) == 1
+def _driver_env(home: str) -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8", "PYTHONPATH": str(REPO),
+            "PYTHONDONTWRITEBYTECODE": "1"}
 
-    trial = led.load(Trial, sub.trial_id)
-    assert trial.status == "scored", trial.label
-    assert trial.label is not None and trial.label.score == pytest.approx(1.0)  # the evaluator's, not -1000
-    assert trial.evaluated is not None and trial.evaluated.score == pytest.approx(1.0)
-    assert trial.finished is not None and trial.finished.log_sha
-    log = led.artifacts.get_text(trial.finished.log_sha)
-    assert "SUCCEEDED" not in log, log
-    for name in ("write-evaluator", "chmod-evaluator", "replace-evaluator", "unlink-evaluator", "read-heldout-rel",
-                 "read-heldout-abs", "list-heldout", "read-ledger", "write-ledger", "read-key", "read-artifacts"):
-        assert f"ATTACK {name} failed" in log, name
-    assert "HELDOUT-SECRET" not in log
-    env_line = next(line for line in log.splitlines() if line.startswith("ENV "))
-    import json
 
-    names = set(json.loads(env_line[4:]))
-    allowed = {"PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES", "PYTHONUNBUFFERED", "OMP_NUM_THREADS",
-               "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ARLEDGER_DATA", "ARLEDGER_OUT", "ARLEDGER_SEED",
-               "ARLEDGER_THREADS", "ARLEDGER_TIME_BUDGET_S", "ARLEDGER_DEVICE", "ARLEDGER_TRIAL_TOKEN"}
-    assert names <= allowed | {"LC_CTYPE"}, names - allowed
-    uid_line = next(line for line in log.splitlines() if line.startswith("UID "))
-    assert uid_line.split()[1] == str(runner.isolation.identity.uid)
-    # the recipe's metric "score" is informational: recorded as a metric, never as the score
-    points = [p for e in led.stream(sub.trial_id) if isinstance(e, ev.MetricsLogged) for p in e.points]
-    assert any(p.name == "score" and p.value == -1000 for p in points)
-    # the ledger and the key are intact
-    assert verify(led).ok
-    assert key.read_bytes() == key_before
-    assert hashlib.sha256((task / "evaluator" / "common.py").read_bytes()).hexdigest() == \
-        hashlib.sha256(b'FORMAT = "{value!r}\\n"\n').hexdigest()
-    # nothing the trial started is still alive
-    token = next(line.split()[1] for line in log.splitlines() if line.startswith("TOKEN "))
+def _run_driver(argv_prefix: list[str], world: Path, port: int, env: dict[str, str]) -> dict:
+    cmd = [*argv_prefix, sys.executable, "-m", "tests.tasks.hostile_driver", str(world), str(port)]
+    p = subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    return json.loads((world / "results.json").read_text())
+
+
+def _check(world: Path, res: dict, seen: list[str], home: Path) -> None:
+    assert res["labelled"] == len(CASES)
+    for case in CASES:
+        r = res["cases"][case]
+        want = EXPECTED.get(case, "scored")
+        assert r["status"] == want, (case, r["status"], r["reason"], r["log"][-2000:])
+        if want == "scored":
+            assert r["score"] == pytest.approx(1.0), case  # the evaluator's, never the recipe's -1000
+        attacks = [ln for ln in r["log"].splitlines() if ln.startswith("ATTACK ")]
+        assert attacks, (case, r["log"][-2000:])
+        assert not [a for a in attacks if "SUCCEEDED" in a], (case, attacks)
+    assert "HELDOUT-SECRET" not in "".join(r["log"] for r in res["cases"].values())
+    # the ledger: verifies, every trial's whole story is in it, each ran in a recorded sandbox
+    led = Ledger.open(f"sqlite:{world}/ledger/ledger.db")
+    try:
+        assert verify(led).ok
+        for case in CASES:
+            events = led.stream(__import__("uuid").UUID(res["cases"][case]["trial_id"]))
+            kinds = [type(e).__name__ for e in events]
+            for k in ("TrialProposed", "LaunchRequested", "LaunchClaimed", "TrialStarted", "TrialFinished",
+                      "OutcomeLabelled"):
+                assert kinds.count(k) == 1, (case, kinds)
+            started = next(e for e in events if isinstance(e, ev.TrialStarted))
+            assert started.sandbox is not None and started.sandbox.kind == "bubblewrap", case
+            assert not started.sandbox.network and started.sandbox.max_procs == res["targets"]["max_procs"]
+            assert str(world / "data" / "standin-v1" / "train") in started.sandbox.read_only
+            assert not any(p.startswith(str(world / "ledger")) for p in started.sandbox.read_only)
+    finally:
+        led.close()
+    key = Path(res["targets"]["key"])
+    assert hashlib.sha256(key.read_bytes()).hexdigest() == res["key_sha256"]
+    # from outside: nothing written, reached or left running
+    marker = res["targets"]["marker"]
+    for d in (home, world / "task", world / "data" / "standin-v1" / "train", world / "work", Path("/tmp")):
+        assert not (d / marker).exists(), d
+    assert (world / "task" / "evaluator" / "common.py").read_text() == COMMON_PY
+    assert seen == []
     deadline = time.time() + 5
-    while (live_with_token(token) or _procs_with(marker) or live_under(world)) and time.time() < deadline:
+    while (_procs_with(res["targets"]["marker_s"]) or live_under(world / "work")) and time.time() < deadline:
         time.sleep(0.1)
-    assert live_with_token(token) == []
-    assert _procs_with(marker) == []
-    assert live_under(world) == []
+    assert _procs_with(res["targets"]["marker_s"]) == []
+    assert live_under(world / "work") == []
+
+
+def test_hostile_recipes_are_contained_with_the_runner_as_root(world: Path, listener) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the run with the runner as root needs root (CI runs as root; the ordinary-user run below "
+                    "runs here)")
+    port, seen = listener
+    res = _run_driver([], world, port, _driver_env(str(world / "home")))
+    assert res["uid"] == 0
+    _check(world, res, seen, Path(res["targets"]["home"]))
+
+
+# -------------------------------------------------------------------------------------------------
+# as an ordinary user
+
+
+def _blocked_ancestors(paths: list[Path]) -> dict[Path, list[Path]]:
+    """{directory others may not enter: the needed paths under it} (the first such ancestor)."""
+    out: dict[Path, list[Path]] = {}
+    for p in paths:
+        for a in [*reversed(p.parents), p]:
+            if a != Path("/") and not os.stat(a).st_mode & 0o001:
+                out.setdefault(a, []).append(p)
+                break
+    return out
+
+
+def _reachable_prefix(paths: list[Path], stage: str) -> list[str]:
+    """argv prefix: a private mount namespace where each needed path is reachable by everyone, by
+    covering the directory that blocks it with a tmpfs and binding the path back onto it (``stage``:
+    an empty directory to hold the paths meanwhile)."""
+    blocked = _blocked_ancestors(paths)
+    if not blocked:
+        return []
+    lines = ["set -e"]
+    i = 0
+    for a, ps in blocked.items():
+        for p in ps:
+            lines += [f"mkdir -p '{stage}/{i}'", f"mount --bind '{p}' '{stage}/{i}'"]
+            i += 1
+        lines.append(f"mount -t tmpfs -o mode=0755 tmpfs '{a}'")
+        i -= len(ps)
+        for p in ps:
+            lines += [f"mkdir -p '{p}'", f"mount --bind '{stage}/{i}' '{p}'"]
+            i += 1
+    lines.append('exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines), "sh"]
+
+
+@contextlib.contextmanager
+def _ordinary_user(home: Path):
+    name = f"arlh{os.getpid() % 100000}"
+    with contextlib.suppress(KeyError):
+        pwd.getpwnam(name)
+        subprocess.run(["userdel", name], capture_output=True)
+    assert shutil.which("useradd"), "useradd is needed to make the ordinary user"
+    p = subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin",
+                        "--user-group", name], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)
+
+
+def test_hostile_recipes_are_contained_with_the_runner_as_an_ordinary_user(world: Path, listener) -> None:
+    port, seen = listener
+    home = world / "home"
+    home.mkdir()
+    if os.geteuid() != 0:
+        res = _run_driver([], world, port, _driver_env(str(home)))
+        assert res["uid"] == os.geteuid()
+        _check(world, res, seen, home)
+        return
+    with _ordinary_user(home) as user:
+        for d, dirs, files in os.walk(world):
+            for n in [d, *(os.path.join(d, x) for x in dirs + files)]:
+                os.chown(n, user.pw_uid, user.pw_gid, follow_symlinks=False)
+        stage = tempfile.mkdtemp(prefix="arl-hostile-stage-")
+        prefix = _reachable_prefix([*interpreter_paths(), REPO, world], stage)
+        setpriv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
+        try:
+            res = _run_driver(prefix + setpriv, world, port, _driver_env(str(home)))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        assert res["uid"] == user.pw_uid
+        assert os.stat(world / "ledger" / "ledger.db").st_uid == user.pw_uid  # the user's own ledger
+        _check(world, res, seen, home)
+
+
+# -------------------------------------------------------------------------------------------------
+# without the sandbox, and the workspace itself
 
 
 def test_changed_evaluator_file_is_illegal_edit(world: Path) -> None:
-    """Without the privilege drop (a runner that is not root, or isolate=False) the recipe *can*
-    rewrite a staged evaluator file; the runner notices and labels it illegal_edit."""
+    """Without the sandbox (``--unsafe-no-sandbox``: isolate=False) the recipe *can* rewrite a
+    staged evaluator file; the runner notices and labels it illegal_edit, and the trial's start
+    event records that it ran without a sandbox."""
     task = make_task(world / "task")
     spec = load_task(task)
     led, _, _ = init_ledger(f"sqlite:{world}/ledger/ledger.db")
@@ -205,6 +263,8 @@ def test_changed_evaluator_file_is_illegal_edit(world: Path) -> None:
     assert trial.status == "illegal_edit", trial.label
     assert "evaluator/common.py" in trial.label.reason
     assert trial.evaluated is None  # never scored
+    started = next(e for e in led.stream(sub.trial_id) if isinstance(e, ev.TrialStarted))
+    assert started.sandbox is not None and started.sandbox.kind == "none"
     assert verify(led).ok
 
 

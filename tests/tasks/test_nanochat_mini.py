@@ -87,7 +87,7 @@ def run(tmp_path_factory, data) -> Path:
     proc = train(tmp / "ws", data, tmp / "out", 1)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "metric train_loss=" in proc.stdout
-    assert sorted(p.name for p in (tmp / "out").iterdir()) == ["model.json", "model.pt"]
+    assert sorted(p.name for p in (tmp / "out").iterdir()) == ["model.json", "model.npz"]
     return tmp / "out"
 
 
@@ -212,9 +212,7 @@ def test_an_untrained_model_scores_about_zero(tmp_path, run, data):
     shutil.copytree(run, untrained)
     mod = _evaluator_module("model")
     cfg = mod.check_config(json.loads((untrained / "model.json").read_text()))
-    import torch
-
-    torch.save(mod.GPT(cfg).state_dict(), untrained / "model.pt")
+    mod.save_weights(mod.GPT(cfg).state_dict(), untrained / "model.npz")
     res = EV.evaluate([untrained], data / "heldout", None, [])
     assert abs(res["score"]) < 0.03
     assert res["metrics"]["val_bpb"] == pytest.approx(8.0, abs=1e-3)  # uniform over 256 bytes

@@ -93,11 +93,12 @@ def test_killed_runner_is_reaped_and_trial_completes_once(world: Path) -> None:
         if a.poll() is None:
             a.kill()
     assert a.returncode == -signal.SIGKILL
-    assert live_under(world / "work")  # A's recipe outlived A (its own session) ...
+    # A's sandbox dies with A (bubblewrap's --die-with-parent, then its pid namespace) ...
+    _wait_for(lambda: live_under(world / "work") == [], timeout=10, what="A's recipe to die with A")
+    assert list((world / "work").glob("t-*"))  # ... its trial dir stays
     b = Runner(ledger=led, runner_id="B", tasks=[task], lease_s=2, data_root=world / "data",
                work_root=world / "work", grace_s=1)
-    assert live_under(world / "work") == []  # ... until the next runner on the host cleaned up after A
-    assert not list((world / "work").glob("t-*"))
+    assert not list((world / "work").glob("t-*"))  # ... until the next runner on the host cleaned up after A
     assert b.run_until_idle(wait_for_others=True, timeout_s=90) == 1
     events = led.stream(sub.trial_id)
     claims = _of(events, ev.LaunchClaimed)

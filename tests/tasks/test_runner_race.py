@@ -6,9 +6,11 @@ from __future__ import annotations
 import collections
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -38,18 +40,34 @@ r.close()
 def world():
     d = Path(tempfile.mkdtemp(prefix="arl-race-", dir="/tmp"))
     os.chmod(d, 0o755)
-    for sub in ("ledger", "data", "work", "shared"):
+    for sub in ("ledger", "data", "work"):
         (d / sub).mkdir()
-    os.chmod(d / "shared", 0o777)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _witness() -> tuple[socket.socket, list[str], threading.Thread]:
+    """A loopback server the recipes report to (their task declares network = true)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    lines: list[str] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                lines.append(conn.makefile().read().strip())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv, lines, t
+
+
 def _race(world: Path, url: str) -> None:
-    shared = world / "shared" / "runs.log"
-    shared.touch()
-    os.chmod(shared, 0o666)
-    task = make_task(world / "task", shared=str(shared))
+    srv, lines, serving = _witness()
+    task = make_task(world / "task", report_port=srv.getsockname()[1])
     spec = load_task(task)
     led, _, _ = init_ledger(url)
     base = wsp.baseline_files(spec)
@@ -84,7 +102,8 @@ def _race(world: Path, url: str) -> None:
         c = per[tid]
         assert c["LaunchClaimed"] == 1 and c["TrialStarted"] == 1 and c["TrialFinished"] == 1, c
         assert c["TrialEvaluated"] == 1 and c["OutcomeLabelled"] == 1 and c["LaunchRequeued"] == 0, c
-    lines = shared.read_text().splitlines()
+    srv.close()
+    serving.join(timeout=5)
     values = collections.Counter(line.split()[0] for line in lines)
     assert len(lines) == LAUNCHES and len(values) == LAUNCHES, values.most_common(3)  # each recipe ran once
     assert len(runners_used) >= 2  # it was a race

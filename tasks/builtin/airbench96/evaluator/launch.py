@@ -6,7 +6,7 @@ identical): evaluator-owned code stays self-contained, staged without project im
     launch.py run [--log train.log] [--overlay-data DIR] [--env NAME=VALUE] [--collect GLOB[=NAME]]
                   [--and-then 'COMMAND ...'] -- COMMAND ...
     launch.py prepare --data DATA --task-dir TASK [--source PATH] [--default REL_OR_ABS]
-                      [--source-env NAME]
+                      [--source-env NAME] [--heldout NAME ...]
 
 ``run`` (the task's train command; cwd = the trial workspace):
 
@@ -24,7 +24,10 @@ identical): evaluator-owned code stays self-contained, staged without project im
 
 ``prepare`` (the task's prepare command, harness side): ``DATA/train`` becomes a symlink to the
 task's data and ``DATA/heldout`` an empty folder (these tasks score from the official log, not from
-held-out files). The data is, in order: ``--source``; ``$ARLEDGER_DATA_<TASK>``; ``$<source-env>``;
+held-out files). With ``--heldout NAME`` (repeatable) the named top-level entries of the data are
+kept from training: ``DATA/train`` is then a folder of links to every other entry, and
+``DATA/heldout/NAME`` a link to each named one (nanochat-d12's CORE ``eval_bundle``: the sandbox
+shows the train split to the recipe and the held-out one to the evaluator only). The data is, in order: ``--source``; ``$ARLEDGER_DATA_<TASK>``; ``$<source-env>``;
 ``--default`` resolved against the checkout (``$ARLEDGER_CHECKOUT_<TASK>`` or ``checkout`` in
 ``[task]`` of task.toml) unless it is absolute or starts with ``~``.
 """
@@ -175,6 +178,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                      f"checkout as {task_dir / 'README.md'} describes, or set ARLEDGER_DATA_{key}=/path/to/data")
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
+    if args.heldout:
+        return _prepare_split(name, src.resolve(), data, args.heldout)
     train = data / "train"
     if train.is_symlink() or train.exists():
         if train.is_symlink() and Path(os.readlink(train)) == src.resolve():
@@ -187,6 +192,27 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         train.symlink_to(src.resolve(), target_is_directory=True)
     (data / "heldout").mkdir(exist_ok=True)
     print(f"{name}: data {src.resolve()} -> {train}")
+    return 0
+
+
+def _prepare_split(name: str, src: Path, data: Path, held: list[str]) -> int:
+    missing = [h for h in held if not (src / h).exists()]
+    if missing:
+        return _fail(f"task {name}: {', '.join(missing)} missing from the data folder {src}; prepare it as the "
+                     "task's README.md describes")
+    train, heldout = data / "train", data / "heldout"
+    if train.is_symlink():  # an earlier prepare linked the whole folder: split it now
+        train.unlink()
+    for d in (train, heldout):
+        d.mkdir(exist_ok=True)
+        for link in d.iterdir():
+            if not link.is_symlink():
+                return _fail(f"{link} is not a link made by prepare; remove it first")
+            link.unlink()
+    for entry in sorted(src.iterdir()):
+        (heldout if entry.name in held else train).joinpath(entry.name).symlink_to(
+            entry.resolve(), target_is_directory=entry.is_dir())
+    print(f"{name}: data {src} -> {train} (held out for the evaluator: {', '.join(held)})")
     return 0
 
 
@@ -207,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--source", default="")
     prep.add_argument("--source-env", default="")
     prep.add_argument("--default", default="")
+    prep.add_argument("--heldout", action="append", default=[])
     args = ap.parse_args(argv)
     return cmd_run(args) if args.verb == "run" else cmd_prepare(args)
 

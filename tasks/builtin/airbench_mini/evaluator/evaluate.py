@@ -4,8 +4,8 @@
                 [--code-bytes N] [--accuracy-min 0.97]
 
 For every run directory it rebuilds the evaluator-owned network (``model.py`` beside this file)
-from the run's ``model.json`` and loads ``model.pt`` as a plain state dict (``weights_only``; no
-recipe code runs here), then measures held-out accuracy with the test-time augmentation level the
+from the run's ``model.json`` and reads ``model.npz`` (plain arrays, ``allow_pickle=False``: no
+pickle, no recipe code runs here), then measures held-out accuracy with the test-time augmentation level the
 config names. The score is the mean of the wall seconds the *runner* measured; nothing the recipe
 printed is read. If the mean accuracy misses the gate the result is labelled ``disqualified``.
 """
@@ -23,17 +23,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model import ConfigError, Net, check_config, normalize, predict_tta  # noqa: E402
+from model import ConfigError, Net, check_config, load_weights, normalize, predict_tta  # noqa: E402
 
 ACCURACY_MIN = 0.960  # the gate; task.toml [gates] accuracy_min mirrors it (a test checks)
-ARTIFACT = "model.pt"
+ARTIFACT = "model.npz"
 CONFIG = "model.json"
 
 
 def run_accuracy(run_dir: Path, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict]:
     cfg = check_config(json.loads((run_dir / CONFIG).read_text()))
     model = Net(cfg)
-    state = torch.load(run_dir / ARTIFACT, map_location="cpu", weights_only=True)
+    state = load_weights(run_dir / ARTIFACT)
     model.load_state_dict(state, strict=True)
     logits = predict_tta(model, images, cfg["tta_level"], cfg["tta_flip"])
     if not torch.isfinite(logits).all():

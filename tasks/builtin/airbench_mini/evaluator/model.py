@@ -121,3 +121,20 @@ def predict_tta(model: nn.Module, x: torch.Tensor, level: int, flip: bool = True
             logits = 0.5 * logits + 0.25 * both(up_left) + 0.25 * both(down_right)
         outs.append(logits)
     return torch.cat(outs)
+
+
+def save_weights(state: dict, path) -> None:
+    """Write a state dict as the run's artifact: an uncompressed ``.npz`` of plain arrays, which
+    ``load_weights`` reads with ``allow_pickle=False`` (no pickle: artifacts are untrusted input)."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez(f, **{k: v.detach().cpu().numpy() for k, v in state.items()})
+
+
+def load_weights(path) -> dict:
+    """The state dict ``save_weights`` wrote; any object array, or anything not an ``.npz``, is refused."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        return {k: torch.from_numpy(np.array(z[k])) for k in z.files}

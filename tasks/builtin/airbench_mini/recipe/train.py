@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "evaluator"))
-from model import Net, normalize  # noqa: E402  (evaluator-owned, read-only)
+from model import Net, normalize, save_weights  # noqa: E402  (evaluator-owned, read-only)
 
 # region: arch
 STEM_WIDTH = 16  # channels of the 2x2 stride-2 stem
@@ -161,6 +161,6 @@ for _ in range(EPOCHS):
         print(f"metric train_acc={train_accuracy():.4f} step={step}", flush=True)
 
 OUT.mkdir(parents=True, exist_ok=True)
-torch.save(model.state_dict(), OUT / "model.pt")
+save_weights(model.state_dict(), OUT / "model.npz")
 (OUT / "model.json").write_text(json.dumps(config, indent=1) + "\n")
 print(f"metric train_seconds={time.time() - T_START:.2f} step={step}", flush=True)

@@ -4,8 +4,8 @@
                 [--train-wall-s x,...] [--code-bytes N]
 
 For every run directory it rebuilds the evaluator-owned GPT (``model.py`` beside this file) from
-``model.json`` and loads ``model.pt`` as a plain state dict (``weights_only``: no recipe code runs
-here). It then builds the mini-CORE tasks from the held-out works (``core_tasks.py``, fixed seed)
+``model.json`` and reads ``model.npz`` (plain arrays, ``allow_pickle=False``: no pickle, no recipe
+code runs here). It then builds the mini-CORE tasks from the held-out works (``core_tasks.py``, fixed seed)
 and scores every option by the model's log-likelihood, packing each item's shared head and its
 options into one row (options do not see each other) after a cached few-shot prefix. Several runs
 (seeds) are averaged.
@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import core_tasks  # noqa: E402
-from model import EVAL_MAX_LEN, GPT, ConfigError, check_config  # noqa: E402
+from model import EVAL_MAX_LEN, GPT, ConfigError, check_config, load_weights  # noqa: E402
 
-ARTIFACT = "model.pt"
+ARTIFACT = "model.npz"
 CONFIG = "model.json"
 VAL_BYTES_PER_WORK = 16_000  # val_bpb: this many bytes from the middle of each held-out work
 ROW_TOKENS = 8192  # packed tokens per forward pass
@@ -39,7 +39,7 @@ ROW_TOKENS = 8192  # packed tokens per forward pass
 def load_model(run_dir: Path) -> GPT:
     cfg = check_config(json.loads((run_dir / CONFIG).read_text()))
     model = GPT(cfg)
-    state = torch.load(run_dir / ARTIFACT, map_location="cpu", weights_only=True)
+    state = load_weights(run_dir / ARTIFACT)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

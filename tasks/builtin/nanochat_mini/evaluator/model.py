@@ -219,3 +219,20 @@ class GPT(nn.Module):
             x, present = block(x, cos, sin)
             cache.append(present)
         return cache
+
+
+def save_weights(state: dict, path) -> None:
+    """Write a state dict as the run's artifact: an uncompressed ``.npz`` of plain arrays, which
+    ``load_weights`` reads with ``allow_pickle=False`` (no pickle: artifacts are untrusted input)."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez(f, **{k: v.detach().cpu().numpy() for k, v in state.items()})
+
+
+def load_weights(path) -> dict:
+    """The state dict ``save_weights`` wrote; any object array, or anything not an ``.npz``, is refused."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        return {k: torch.from_numpy(np.array(z[k])) for k in z.files}

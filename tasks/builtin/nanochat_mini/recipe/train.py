@@ -5,7 +5,7 @@ GPT with AdamW under a warmup / warmdown schedule, save the weights. Score: mini
 accuracy over few-shot multiple-choice, schema and language-modelling tasks built from held-out
 works), computed by the evaluator; higher is better. Secondary: val_bpb on held-out text.
 
-Reads $ARLEDGER_DATA/{modern,folio}/*.txt (the training works only) and writes $ARLEDGER_OUT/model.pt
+Reads $ARLEDGER_DATA/{modern,folio}/*.txt (the training works only) and writes $ARLEDGER_OUT/model.npz
 (a state dict) and $ARLEDGER_OUT/model.json (the config). The model family (evaluator/model.py) is
 evaluator-owned and staged read-only beside this file: the recipe picks a config, trains the weights.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "evaluator"))
-from model import GPT, GPTConfig  # noqa: E402  (evaluator-owned, read-only)
+from model import GPT, GPTConfig, save_weights  # noqa: E402  (evaluator-owned, read-only)
 
 # region: arch
 N_LAYER = 4
@@ -157,6 +157,6 @@ for step in range(MAX_STEPS):
 # endregion
 
 OUT.mkdir(parents=True, exist_ok=True)
-torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, OUT / "model.pt")
+save_weights({k: v.detach().float() for k, v in model.state_dict().items()}, OUT / "model.npz")
 (OUT / "model.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
 print(f"metric train_seconds={time.time() - T_START:.1f} step={MAX_STEPS}", flush=True)
