@@ -59,7 +59,10 @@ class Aggregate:
 class LedgerRoot(Aggregate):
     def __init__(self, id: uuid.UUID = ev.LEDGER_ID):
         super().__init__(id)
-        self.public_keys: dict[str, str] = {}
+        self.public_keys: dict[str, str] = {}  # the ledger keys: key id -> public key
+        self.signers: dict[str, dict[str, str]] = {}  # actor -> {key id: public key}, endorsed by a ledger key
+        self.enrolments: list[ev.SignerEnrolled] = []
+        self.signing_started: ev.SigningStarted | None = None
         self.checkpoints: list[ev.CheckpointSigned] = []
 
     def on_LedgerInitialized(self, e: ev.LedgerInitialized) -> None:
@@ -67,6 +70,13 @@ class LedgerRoot(Aggregate):
 
     def on_KeyAdded(self, e: ev.KeyAdded) -> None:
         self.public_keys[e.key_id] = e.public_key
+
+    def on_SignerEnrolled(self, e: ev.SignerEnrolled) -> None:
+        self.signers.setdefault(e.signer, {})[e.key_id] = e.public_key
+        self.enrolments.append(e)
+
+    def on_SigningStarted(self, e: ev.SigningStarted) -> None:
+        self.signing_started = self.signing_started or e
 
     def on_CheckpointSigned(self, e: ev.CheckpointSigned) -> None:
         self.checkpoints.append(e)
