@@ -67,6 +67,7 @@ class CampaignInfo:
     specialists: list[tuple[str, str]] = field(default_factory=list)  # (name, surface)
     budgets: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    baseline_sha: str | None = None  # the baseline snapshot artifact (older ledgers: config["baseline_tree_sha"])
     harness_version: str = ""
     harness_history: list[tuple[float, str, str]] = field(default_factory=list)  # (at, version, reason)
     seed: int = 0
@@ -331,6 +332,7 @@ class TrialTable(Projection):
         c.metric, c.direction, c.arm = e.metric, e.direction, e.arm
         c.specialists = [(s.name, s.surface) for s in e.specialists]
         c.budgets, c.config, c.harness_version, c.seed = dict(e.budgets), dict(e.config), e.harness_version, e.seed
+        c.baseline_sha = e.baseline_sha
         c.harness_history.append((e.at, e.harness_version, "opened"))
         c.opened_at, c.position, c.actor, c.last_at = e.at, rec.position, e.actor, e.at
         self.by_name[e.name] = c.campaign_id

@@ -1052,8 +1052,7 @@ def open_campaign(ledger: Ledger, spec: Any, campaign: str, *, actor: str, arm: 
         return camp
     base = wsp.baseline_files(spec)
     base_sha = ledger.artifacts.put(json.dumps(base, sort_keys=True))
-    cfg = {"baseline_tree_sha": base_sha, "baseline_tree": wsp.tree_sha(base), "task_path": str(wsp.task_dir(spec)),
-           **(config or {})}
+    cfg = {"task_path": str(wsp.task_dir(spec)), **(config or {})}
     budgets = {k: float(wsp.sget(spec, "budgets", k, 0) or 0) for k in ("preflight_s", "train_s", "eval_s")}
     specialists = []
     for s in getattr(spec, "specialists", None) or []:
@@ -1064,7 +1063,8 @@ def open_campaign(ledger: Ledger, spec: Any, campaign: str, *, actor: str, arm: 
     camp = Campaign.open(name=campaign, actor=actor, task=spec.name, task_version=str(_spec_version(spec)),
                          task_sha=str(_call(spec, "content_sha")), metric=spec.metric, direction=spec.direction,
                          arm=arm, specialists=specialists, budgets=budgets, config=cfg,
-                         harness_version=ARLEDGER_VERSION, seed=seed)
+                         harness_version=ARLEDGER_VERSION, seed=seed, baseline_sha=base_sha,
+                         baseline_tree=wsp.tree_sha(base))
     try:
         ledger.save(camp)
     except ConflictError:
@@ -1082,7 +1082,7 @@ def campaign_diff_shas(ledger: Ledger, campaign_id: uuid.UUID) -> set[str]:
                                      ev.TOPIC_OF[ev.CampaignOpened])):
         e = rec.event
         if isinstance(e, ev.CampaignOpened) and e.originator_id == campaign_id:
-            baseline_tree = str(e.config.get("baseline_tree", ""))
+            baseline_tree = e.baseline_tree or str(e.config.get("baseline_tree", ""))  # config: older ledgers
         elif isinstance(e, ev.TrialProposed) and e.campaign_id == campaign_id:
             props.append(e)
         elif isinstance(e, ev.PreflightChecked) and e.tree_sha:

@@ -224,11 +224,11 @@ def _ledger_key(ledger: Any) -> str:
 
 
 def baseline_for_campaign(ledger: Any, campaign_id: uuid.UUID, spec: Any | None = None) -> dict[str, str]:
-    """The baseline a campaign recorded when it was opened (``config.baseline_tree_sha``), else the
-    task's recipe_dir as it is now."""
+    """The baseline a campaign recorded when it was opened (``baseline_sha``; older ledgers kept it
+    in ``config.baseline_tree_sha``), else the task's recipe_dir as it is now."""
     camp = ledger.load(Campaign, campaign_id)
     if camp.opened is not None:
-        sha = (camp.opened.config or {}).get("baseline_tree_sha")
+        sha = camp.opened.baseline_sha or (camp.opened.config or {}).get("baseline_tree_sha")
         if sha:
             return json.loads(ledger.artifacts.get(sha))
     if spec is None:
