@@ -221,6 +221,60 @@ class SealedPOPORecorder(POPOApplicationRecorder):
             return self._leaves[position][1] if 0 <= position < len(self._leaves) else None
 
 
+_APPEND_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION {fn}(evs {ev}[], pub bytea, sig bytea, refs bytea, genesis boolean)
+RETURNS SETOF bigint LANGUAGE plpgsql AS $body$
+DECLARE
+    fr bytea; sz bigint; first bigint; stack bytea[] := '{{}}'; h bytea; s bigint; t bytea; nid bigint;
+    e record; k int;
+BEGIN
+    SELECT frontier INTO fr FROM {tree} WHERE id = 1 FOR UPDATE;
+    IF fr IS NULL THEN
+        fr := decode('0000000000000000', 'hex');
+        INSERT INTO {tree} (id, size, frontier) VALUES (1, 0, fr);
+    END IF;
+    sz := ('x' || encode(substring(fr FROM 1 FOR 8), 'hex'))::bit(64)::bigint;
+    FOR k IN 0 .. (length(fr) - 8) / 32 - 1 LOOP
+        stack := stack || substring(fr FROM 9 + 32 * k FOR 32);
+    END LOOP;
+    first := sz;
+    IF sig IS NULL THEN
+        IF EXISTS (SELECT 1 FROM {sigs}) THEN
+            RAISE EXCEPTION 'arledger: this ledger''s events are signed' USING ERRCODE = 'AR001';
+        END IF;
+    ELSIF genesis <> (first = 0) THEN
+        RAISE EXCEPTION 'arledger: signed for another position' USING ERRCODE = 'AR002';
+    END IF;
+    FOREACH e IN ARRAY evs LOOP
+        INSERT INTO {events} (originator_id, originator_version, topic, state)
+            VALUES (e.originator_id, e.originator_version, e.topic, e.state) RETURNING notification_id INTO nid;
+        t := convert_to(e.topic, 'UTF8');
+        h := sha256('\x00'::bytea || int8send(sz) || int8send(e.originator_version) || uuid_send(e.originator_id)
+                    || int2send(length(t)::int2) || t || e.state);
+        INSERT INTO {leaves} (position, notification_id, leaf) VALUES (sz, nid, h);
+        s := sz;
+        WHILE s % 2 = 1 LOOP
+            h := sha256('\x01'::bytea || stack[cardinality(stack)] || h);
+            stack := stack[1:cardinality(stack) - 1];
+            s := s / 2;
+        END LOOP;
+        stack := stack || h;
+        sz := sz + 1;
+        RETURN NEXT nid;
+    END LOOP;
+    fr := int8send(sz);
+    FOR k IN 1 .. cardinality(stack) LOOP
+        fr := fr || stack[k];
+    END LOOP;
+    UPDATE {tree} SET size = sz, frontier = fr WHERE id = 1;
+    IF sig IS NOT NULL THEN
+        INSERT INTO {sigs} (position, count, public_key, signature, refs) VALUES (first, cardinality(evs), pub, sig, refs);
+    END IF;
+END
+$body$
+"""
+
+
 def _postgres_recorder_class() -> type:
     """Defined lazily so that psycopg is needed only when PostgreSQL is used."""
     from eventsourcing.persistence import InterfaceError, OperationalError
@@ -230,11 +284,15 @@ def _postgres_recorder_class() -> type:
     from psycopg.sql import SQL, Identifier
 
     class SealedPostgresRecorder(PostgresApplicationRecorder):
-        """Writes bypass eventsourcing's insert (LOCK TABLE … IN EXCLUSIVE MODE, NOTIFY, then a
-        separate read of the tree): one pipelined round trip takes the tree row FOR UPDATE and
-        inserts the events, a second seals, signs and commits. The row lock is taken before the
-        events draw their notification ids and held to commit, so ids, positions and commits are
-        in one order, as the table lock made them; compare-and-set stays the primary key."""
+        """Appends go through one server function, ``arledger_append`` (below), called in one round
+        trip that also commits: it takes the tree row FOR UPDATE, inserts the events, seals each
+        (the leaf as ``codec.leaf_data`` defines it, the frontier as ``merkle.Frontier`` keeps it),
+        stores the signature row, and returns the notification ids. It replaces eventsourcing's
+        insert (LOCK TABLE … IN EXCLUSIVE MODE, NOTIFY) and the separate sealing round trips. The row
+        lock is taken before the events draw their notification ids and held to commit, so ids,
+        positions and commits are in one order, as the table lock made them; compare-and-set stays
+        the primary key. Verification recomputes every leaf itself and trusts nothing the function
+        wrote."""
 
         def __init__(self, datastore: Any, **kwargs: Any):
             super().__init__(datastore, **kwargs)
@@ -243,6 +301,7 @@ def _postgres_recorder_class() -> type:
             self._tree_t = SQL("{0}.arledger_tree").format(schema)
             self._sigs_t = SQL("{0}.arledger_signatures").format(schema)
             self._events_t = SQL("{0}.{1}").format(schema, Identifier(self.events_table_name))
+            self._append_f = SQL("{0}.arledger_append").format(schema)
             self.sql_create_statements.append(
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {0} (position bigint PRIMARY KEY, "
@@ -266,56 +325,33 @@ def _postgres_recorder_class() -> type:
                     "public_key bytea NOT NULL, signature bytea NOT NULL, refs bytea NOT NULL)"
                 ).format(self._sigs_t)
             )
-            self._q_lock = SQL("SELECT frontier FROM {0} WHERE id = 1 FOR UPDATE").format(self._tree_t)
+            self.sql_create_statements.append(SQL(_APPEND_FUNCTION).format(
+                fn=self._append_f, ev=SQL("{0}.{1}").format(schema, Identifier(self.stored_event_type_name)),
+                events=self._events_t, leaves=self._leaves_t, tree=self._tree_t, sigs=self._sigs_t))
+            self._q_append = SQL("SELECT nid FROM {0}(%s, %s, %s, %s, %s) AS nid").format(self._append_f)
             self._q_has_sigs = SQL("SELECT EXISTS (SELECT 1 FROM {0})").format(self._sigs_t)
-            self._q_insert = SQL(
-                "INSERT INTO {0} (originator_id, originator_version, topic, state) "
-                "SELECT originator_id, originator_version, topic, state FROM unnest(%s::{1}[]) "
-                "RETURNING notification_id, originator_id, originator_version"
-            ).format(self._events_t, SQL("{0}.{1}").format(schema, Identifier(self.stored_event_type_name)))
-            self._q_leaf = SQL("INSERT INTO {0} (position, notification_id, leaf) VALUES (%s, %s, %s)").format(
-                self._leaves_t)
-            self._q_tree = SQL("UPDATE {0} SET size = %s, frontier = %s WHERE id = 1").format(self._tree_t)
-            self._q_sig = SQL("INSERT INTO {0} (position, count, public_key, signature, refs) "
-                              "VALUES (%s, %s, %s, %s, %s)").format(self._sigs_t)
 
         @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
         def insert_events(self, stored_events: Sequence[StoredEvent], *, signed: SignedBatch | None = None,
                           **kwargs: Any) -> Sequence[int] | None:
             if not stored_events:
                 return []
+            import psycopg
+
             pg_events = [self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
                          for e in stored_events]
-            exc: BaseException | None = None
-            ids: list[int] = []
-            with self.datastore.get_connection() as conn:
-                with conn.pipeline() as pipeline:
-                    try:
-                        with conn.transaction(), conn.cursor(row_factory=tuple_row) as lock, \
-                                conn.cursor(row_factory=tuple_row) as ins, conn.cursor(row_factory=tuple_row) as sig:
-                            lock.execute(self._q_lock, prepare=True)
-                            if signed is None:
-                                sig.execute(self._q_has_sigs, prepare=True)
-                            ins.execute(self._q_insert, (pg_events,), prepare=True)
-                            pipeline.sync()  # round trip 1: the lock, the events (a conflict raises here)
-                            row = lock.fetchone()
-                            frontier = Frontier.from_bytes(bytes(row[0])) if row else Frontier()
-                            first = frontier.size
-                            _check_signed(signed, first, lambda: bool(sig.fetchone()[0]))
-                            by_key = {(str(oid), ver): nid for nid, oid, ver in ins.fetchall()}
-                            ids = [by_key[(str(e.originator_id), e.originator_version)] for e in stored_events]
-                            leaves = _seal(frontier, ids, stored_events)
-                            lock.executemany(self._q_leaf, leaves)
-                            lock.execute(self._q_tree, (frontier.size, frontier.to_bytes()), prepare=True)
-                            if signed is not None:
-                                lock.execute(self._q_sig, (first, len(stored_events), signed.public_key,
-                                                           signed.signature, signed.refs), prepare=True)
-                        # round trip 2: seal, signature and COMMIT, sent together as the block closes
-                    except BaseException as e:  # the transaction rolled back; re-raised once the pipeline is
-                        exc = e                 # closed, as psycopg advises
-                if exc is not None:
-                    raise exc
-            return ids
+            params = (pg_events, None, None, None, False) if signed is None else \
+                (pg_events, signed.public_key, signed.signature, signed.refs, signed.genesis)
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+                try:
+                    curs.execute(self._q_append, params, prepare=True)
+                    return [r[0] for r in curs.fetchall()]
+                except psycopg.Error as e:
+                    if e.sqlstate == "AR001":
+                        raise SignatureRequired from None
+                    if e.sqlstate == "AR002":
+                        raise GenesisMismatch from None
+                    raise
 
         def has_signatures(self) -> bool:
             with self.datastore.transaction(commit=False) as curs:
