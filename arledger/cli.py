@@ -227,14 +227,11 @@ def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: 
 
     cp = Checkpoint.read(checkpoint_file) if checkpoint_file else None
     with Ledger.open(ledger_url, create_tables=False) as led:
-        from rich.progress import Progress
-
         store = DirArtifactStore(artifacts_dir) if artifacts_dir is not None else None
-        with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as prog:
-            task = prog.add_task("verifying", total=None)
-            rep = verify(led, cp, check_artifacts=not no_artifacts, deep=deep, artifacts=store,
-                         progress=lambda n: prog.update(task, completed=n),
-                         checkpoint_source=str(checkpoint_file) if checkpoint_file else "checkpoint file")
+        if sys.stderr.isatty():
+            click.echo(f"verifying {led.describe()}…", err=True)
+        rep = verify(led, cp, check_artifacts=not no_artifacts, deep=deep, artifacts=store,
+                     checkpoint_source=str(checkpoint_file) if checkpoint_file else "checkpoint file")
     if as_json:
         click.echo(json.dumps(rep.to_dict()))
     elif rep.ok:

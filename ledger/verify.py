@@ -63,7 +63,7 @@ from ledger.refs import LEGACY_TOPICS, artifact_shas, legacy_refs
 
 BLOCK_H = 12
 BLOCK = 1 << BLOCK_H
-PARALLEL_MIN = 20_000  # rows from which the scan is split across processes
+PARALLEL_MIN = 2 * BLOCK  # rows from which the scan is split across processes
 
 _KIND_ORDER = {"missing_table": 0, "malformed": 1, "modified": 1, "missing": 1, "unsealed": 1, "truncated": 2,
                "root_mismatch": 3, "decode": 4, "bad_signature": 5, "untrusted": 5, "unsigned": 5, "refs": 6,
@@ -506,7 +506,7 @@ def _run(src: Source, parts: list[tuple[int, int | None, int | None, int, bool]]
         src = _NoSignatures(src)  # type: ignore[assignment]
     _FORK_SOURCE = src
     args = [(s, lo, hi, cnt, lid, deep, last) for s, lo, hi, cnt, last in parts]
-    can_fork = len(parts) > 1 and hasattr(os, "fork") and threading.active_count() == 1 and \
+    can_fork = len(parts) > 1 and hasattr(os, "fork") and _only_daemon_threads() and \
         not isinstance(getattr(src, "inner", src), MemorySource)
     try:
         if not can_fork:
@@ -518,6 +518,13 @@ def _run(src: Source, parts: list[tuple[int, int | None, int | None, int, bool]]
         return res
     finally:
         _FORK_SOURCE = None
+
+
+def _only_daemon_threads() -> bool:
+    """Whether forking is safe enough: no thread but daemons (a connection pool's idle workers) that
+    the workers never use; a program with threads of its own is scanned in this process."""
+    main = threading.main_thread()
+    return all(t is main or t.daemon for t in threading.enumerate())
 
 
 class _NoSignatures:
