@@ -232,6 +232,8 @@ def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: 
             click.echo(f"verifying {led.describe()}…", err=True)
         rep = verify(led, cp, check_artifacts=not no_artifacts, deep=deep, artifacts=store,
                      checkpoint_source=str(checkpoint_file) if checkpoint_file else "checkpoint file")
+    if rep.ok and rep.events == 0:
+        raise LedgerError(f"{led.describe()} is not initialised; run `arledger init`")
     if as_json:
         click.echo(json.dumps(rep.to_dict()))
     elif rep.ok:

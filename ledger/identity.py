@@ -82,6 +82,7 @@ def signer_for(led: Ledger, actor: str, *, required: bool | None = None) -> Sign
 
 def _make_key(path: Path) -> Ed25519PrivateKey:
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return generate_key(path)
     except FileExistsError:  # another process of the same actor made it a moment ago
         return load_key(path)
