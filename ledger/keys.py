@@ -38,15 +38,25 @@ def public_hex(key: Ed25519PrivateKey) -> str:
 
 
 def generate_key(path: Path) -> Ed25519PrivateKey:
-    """Make a new key at ``path`` (mode 0600). Refuses to overwrite an existing file."""
+    """Make a new key at ``path`` (mode 0600). Refuses to overwrite an existing file
+    (FileExistsError); the file appears whole or not at all, so a process that loses a race to
+    make the same key can read the winner's."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    os.chmod(path, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.link(tmp, path)  # atomic, and fails if the key exists
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 
