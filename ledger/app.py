@@ -151,6 +151,9 @@ class Ledger:
 
     def close(self) -> None:
         if self.cfg.kind != "memory":
+            close_writer = getattr(self.recorder, "close_writer", None)
+            if close_writer is not None:
+                close_writer()
             self.app.close()
 
     def __enter__(self) -> Ledger:

@@ -279,12 +279,11 @@ def _find_undeclared(tp: Any, path: str, bad: list[str], seen: set[type]) -> Non
             bad.append(path)
         return
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        if tp in seen:
+        if tp in seen:  # a struct inside itself: its fields are reported where it first appears
             return
-        seen.add(tp)
         hints = typing.get_type_hints(tp, include_extras=True)
         for name in tp.__struct_fields__:
-            _find_undeclared(hints[name], f"{path}.{name}" if path else f"{tp.__name__}.{name}", bad, seen)
+            _find_undeclared(hints[name], f"{path}.{name}" if path else f"{tp.__name__}.{name}", bad, seen | {tp})
         return
     for a in typing.get_args(tp):
         if a is not Ellipsis and a is not type(None):
