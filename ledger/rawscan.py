@@ -66,6 +66,9 @@ class Source:
     def signature_before(self, pos: int) -> SigRow | None:
         raise NotImplementedError
 
+    def signature_count(self) -> int:
+        raise NotImplementedError
+
 
 # SQLite -----------------------------------------------------------------------------------------
 
@@ -155,6 +158,9 @@ class SQLiteSource(Source):
 
     def signature_before(self, pos: int) -> SigRow | None:
         return self._q(f"{self._SIG} WHERE position < ? ORDER BY position DESC LIMIT 1", (pos,)).fetchone()
+
+    def signature_count(self) -> int:
+        return int(self._q("SELECT count(*) FROM arledger_signatures").fetchone()[0])
 
 
 def _range(col: str, lo: int | None, hi: int | None, p: str = "?") -> tuple[str, tuple]:
@@ -270,6 +276,9 @@ class PostgresSource(Source):
         return self._q(f"SELECT position, count, public_key, signature, refs FROM {self.names[SIGNATURES]} "
                        "WHERE position < %s ORDER BY position DESC LIMIT 1", (pos,)).fetchone()
 
+    def signature_count(self) -> int:
+        return int(self._q(f"SELECT count(*) FROM {self.names[SIGNATURES]}").fetchone()[0])
+
 
 # memory -----------------------------------------------------------------------------------------
 
@@ -313,6 +322,9 @@ class MemorySource(Source):
     def signature_before(self, pos: int) -> SigRow | None:
         before = [r for r in self.rec.signatures if r[0] < pos]
         return before[-1] if before else None
+
+    def signature_count(self) -> int:
+        return len(self.rec.signatures)
 
 
 def source_for(led: Any) -> Source:

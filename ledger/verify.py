@@ -64,6 +64,7 @@ from ledger.refs import LEGACY_TOPICS, artifact_shas, legacy_refs
 BLOCK_H = 12
 BLOCK = 1 << BLOCK_H
 PARALLEL_MIN = 2 * BLOCK  # rows from which the scan is split across processes
+PARALLEL_SIGNATURES = 256  # or signature rows (~80 us each to check)
 
 _KIND_ORDER = {"missing_table": 0, "malformed": 1, "modified": 1, "missing": 1, "unsealed": 1, "truncated": 2,
                "root_mismatch": 3, "decode": 4, "bad_signature": 5, "untrusted": 5, "unsigned": 5, "refs": 6,
@@ -420,7 +421,8 @@ def _verify(led: Any, src: Source, rep: VerifyReport, checkpoint: Checkpoint | N
     sigs_missing = schema.get(SIGNATURES)
     n = src.count()
     lid = _first_leaf(src, n)[:16]
-    parts = _split(src, n, workers)
+    sigs = src.signature_count() if sigs_missing is None else 0
+    parts = _split(src, n, workers, heavy=sigs >= PARALLEL_SIGNATURES)
     scanned = _run(src, parts, lid, deep, sigs_missing is None)
     scanned.sort(key=lambda s: s.start)
     for s in scanned:
@@ -478,10 +480,13 @@ def _first_leaf(src: Source, n: int) -> bytes:
             close()
 
 
-def _split(src: Source, n: int, workers: int | None) -> list[tuple[int, int | None, int | None, int, bool]]:
-    """Position ranges (aligned to BLOCK unless ``workers`` is given) with their notification-id bounds."""
+def _split(src: Source, n: int, workers: int | None, heavy: bool = False
+           ) -> list[tuple[int, int | None, int | None, int, bool]]:
+    """Position ranges (aligned to BLOCK unless ``workers`` is given or the ledger is small but has
+    many signatures to check) with their notification-id bounds."""
     if workers is None:
-        w, align = (min(os.cpu_count() or 1, 4) if n >= PARALLEL_MIN else 1), BLOCK
+        w = min(os.cpu_count() or 1, 4) if n >= PARALLEL_MIN or heavy else 1
+        align = BLOCK if n >= PARALLEL_MIN else 1
     else:
         w, align = workers, 1
     w = max(1, min(w, n))
