@@ -388,3 +388,57 @@ def test_deep_checks_the_signed_artifact_lists(world):
     code, out = verify_cli(url)
     assert code == 0, out  # the artifact is an orphan by the signed lists, and intact
     assert_first(url, "refs", p, "--deep")
+
+
+# bytes flipped in the SQLite file itself ---------------------------------------------------------------------
+
+def _flip_in_file(path, needle: bytes) -> None:
+    """Flip one byte of ``needle`` wherever it lies in the file (a free page may hold an old copy)."""
+    data = bytearray(path.read_bytes())
+    i = data.find(needle)
+    assert i >= 0
+    while i >= 0:
+        data[i + len(needle) // 2] ^= 0x04
+        i = data.find(needle, i + 1)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def closed_sqlite(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    led, _cp = populate(sqlite_url, tmp_path)
+    raw = RawDB(led)
+    rows = raw.rows()
+    leaves = [bytes(r[0]) for r in raw.q("SELECT leaf FROM arledger_leaves ORDER BY position")]
+    raw.close()
+    led.close()  # the last connection checkpoints the WAL into the file
+    path = led.cfg.path
+    assert not (path.parent / "ledger.db-wal").exists() or (path.parent / "ledger.db-wal").stat().st_size == 0
+    return sqlite_url, path, rows, leaves
+
+
+def test_byte_flipped_in_an_event_in_the_file(closed_sqlite):
+    url, path, rows, _leaves = closed_sqlite
+    _flip_in_file(path, rows[11][4])  # the stored bytes of position 11, as they lie in the file
+    assert_first(url, "modified", 11)
+
+
+def test_byte_flipped_in_a_leaf_in_the_file(closed_sqlite):
+    url, path, _rows, leaves = closed_sqlite
+    _flip_in_file(path, leaves[17])
+    assert_first(url, "modified", 17, also="leaf table was altered")
+
+
+def test_byte_flipped_in_a_page_header(closed_sqlite):
+    url, path, _rows, _leaves = closed_sqlite
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big") or 65536
+    for p in range(1, len(data) // page):  # the first b-tree page after the schema page: its cell count
+        if data[p * page] in (0x0D, 0x05):
+            data[p * page + 3] ^= 0x7F
+            break
+    path.write_bytes(bytes(data))
+    code, out = verify_cli(url)
+    assert code == 1 and out.count("\n") == 1, out  # one line: no position to name, the file itself is broken
+    assert re.search(r"is not a readable SQLite ledger \(.*\).*restore it from a backup|fails SQLite's integrity check",
+                     out), out
