@@ -51,11 +51,23 @@ class Source:
     def nid_at_offset(self, k: int) -> int | None:
         raise NotImplementedError
 
-    def rows(self, lo: int | None, hi: int | None) -> Iterator[RawRow]:
+    def row_batches(self, lo: int | None, hi: int | None) -> Iterator[list[RawRow]]:
+        """The rows with notification ids in [lo, hi), in order, a few thousand at a time."""
         raise NotImplementedError
+
+    def rows(self, lo: int | None, hi: int | None) -> Iterator[RawRow]:
+        for batch in self.row_batches(lo, hi):
+            yield from batch
 
     def leaves(self, lo: int, hi: int | None) -> Iterator[LeafRow]:
         raise NotImplementedError
+
+    def sealed_as(self, lo: int, hi: int, nids: list[int], leaves: bytes) -> bool:
+        """Whether positions [lo, hi) are sealed exactly with these notification ids and leaves
+        (the bulk check; the row-by-row comparison names what differs)."""
+        rows = list(self.leaves(lo, hi))
+        return len(rows) == hi - lo and all(r[3] for r in rows) and [r[0] for r in rows] == list(range(lo, hi)) \
+            and [r[1] for r in rows] == nids and b"".join(bytes(r[2]) for r in rows) == leaves
 
     def tree(self) -> tuple[Any, Any] | None:
         raise NotImplementedError
@@ -124,7 +136,7 @@ class SQLiteSource(Source):
         row = self._q("SELECT rowid FROM stored_events ORDER BY rowid LIMIT 1 OFFSET ?", (k,)).fetchone()
         return None if row is None else int(row[0])
 
-    def rows(self, lo: int | None, hi: int | None) -> Iterator[RawRow]:
+    def row_batches(self, lo: int | None, hi: int | None) -> Iterator[list[RawRow]]:
         where, params = _range("rowid", lo, hi)
         cur = self._q(
             # (a version that is not an integer fails the leaf's packing; the other types are checked here)
@@ -132,7 +144,7 @@ class SQLiteSource(Source):
             "typeof(topic) = 'text' AND typeof(state) = 'blob' "
             f"FROM stored_events{where} ORDER BY rowid", params)
         while rows := cur.fetchmany(4096):
-            yield from rows
+            yield rows
 
     def leaves(self, lo: int, hi: int | None) -> Iterator[LeafRow]:
         where, params = _range("position", lo, hi)
@@ -142,6 +154,17 @@ class SQLiteSource(Source):
             params)
         while rows := cur.fetchmany(8192):
             yield from rows
+
+    def sealed_as(self, lo: int, hi: int, nids: list[int], leaves: bytes) -> bool:
+        n, first, last, bad = self._q(
+            "SELECT count(*), min(position), max(position), total(typeof(position) != 'integer' OR "
+            "typeof(notification_id) != 'integer' OR typeof(leaf) != 'blob' OR length(leaf) != 32) "
+            "FROM arledger_leaves WHERE position >= ? AND position < ?", (lo, hi)).fetchone()
+        if n != hi - lo or bad or (n and (first != lo or last != hi - 1)):
+            return False
+        rows = self._q("SELECT notification_id, leaf FROM arledger_leaves WHERE position >= ? AND position < ? "
+                       "ORDER BY position", (lo, hi)).fetchall()
+        return [r[0] for r in rows] == nids and b"".join([r[1] for r in rows]) == leaves
 
     def tree(self) -> tuple[Any, Any] | None:
         row = self._q("SELECT size, frontier, typeof(size) = 'integer' AND typeof(frontier) = 'blob' "
@@ -239,7 +262,7 @@ class PostgresSource(Source):
                       "LIMIT 1 OFFSET %s", (k,)).fetchone()
         return None if row is None else int(row[0])
 
-    def _stream(self, sql: str, params: tuple, size: int) -> Iterator[Any]:
+    def _batches(self, sql: str, params: tuple, size: int) -> Iterator[list[Any]]:
         import psycopg
 
         try:
@@ -248,21 +271,22 @@ class PostgresSource(Source):
                 cur.itersize = size
                 cur.execute(sql, params)
                 while rows := cur.fetchmany(size):
-                    yield from rows
+                    yield rows
         except psycopg.Error as e:
             raise SourceError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
 
-    def rows(self, lo: int | None, hi: int | None) -> Iterator[RawRow]:
+    def row_batches(self, lo: int | None, hi: int | None) -> Iterator[list[RawRow]]:
         where, params = _range("notification_id", lo, hi, "%s")
-        return self._stream(
+        return self._batches(
             "SELECT notification_id, uuid_send(originator_id), originator_version, convert_to(topic, 'UTF8'), "
             f"state, topic IS NOT NULL AND state IS NOT NULL FROM {self.names[EVENTS]}{where} "
             "ORDER BY notification_id", params, 8192)
 
     def leaves(self, lo: int, hi: int | None) -> Iterator[LeafRow]:
         where, params = _range("position", lo, hi, "%s")
-        return self._stream(f"SELECT position, notification_id, leaf, octet_length(leaf) = 32 FROM "
-                            f"{self.names[LEAVES]}{where} ORDER BY position", params, 16384)
+        for batch in self._batches(f"SELECT position, notification_id, leaf, octet_length(leaf) = 32 FROM "
+                                   f"{self.names[LEAVES]}{where} ORDER BY position", params, 16384):
+            yield from batch
 
     def tree(self) -> tuple[Any, Any] | None:
         return self._q(f"SELECT size, frontier FROM {self.names[TREE]} WHERE id = 1").fetchone()
@@ -298,12 +322,11 @@ class MemorySource(Source):
     def nid_at_offset(self, k: int) -> int | None:
         return k + 1 if k < self.count() else None
 
-    def rows(self, lo: int | None, hi: int | None) -> Iterator[RawRow]:
+    def row_batches(self, lo: int | None, hi: int | None) -> Iterator[list[RawRow]]:
         with self.rec._database_lock:
             rows = list(self.rec._stored_events)
-        for nid, s in enumerate(rows, start=1):
-            if (lo is None or nid >= lo) and (hi is None or nid < hi):
-                yield nid, uuid.UUID(str(s.originator_id)).bytes, s.originator_version, s.topic.encode(), s.state, True
+        yield [(nid, uuid.UUID(str(s.originator_id)).bytes, s.originator_version, s.topic.encode(), s.state, True)
+               for nid, s in enumerate(rows, start=1) if (lo is None or nid >= lo) and (hi is None or nid < hi)]
 
     def leaves(self, lo: int, hi: int | None) -> Iterator[LeafRow]:
         with self.rec._database_lock:

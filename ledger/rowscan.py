@@ -73,32 +73,33 @@ def _scan(src: Source, start: int, lo: int | None, hi: int | None, count: int, l
     gi, (ga, gb) = 0, (gaps[0] if gaps else (1 << 62, 1 << 62))
     pos = start
     bad_rows: set[int] = set()
-    for nid, oid, ver, topic, state, types_ok in src.rows(lo, hi):
-        try:
-            tt = topics.get(topic)
-            if tt is None:
-                name = topic.decode("utf-8", "replace")
-                tt = topics[topic] = (len(topic).to_bytes(2, "big") + topic, name,
-                                      deep or name in KEY_TOPICS or name in LEGACY_TOPICS)
-            ident = pack_v(ver) + (unhex(oid) if len(oid) == 32 else oid if len(oid) == 16 else oid16(oid)) + \
-                tt[0] + state
-            leaves += sha(b"\x00" + pack_p(pos) + ident).digest()
-            digests += sha(ident).digest()
-        except (TypeError, ValueError, struct.error, binascii.Error, OverflowError) as e:
-            _malformed(out, bad_rows, leaves, digests, pos, nid, f"{type(e).__name__}: {e}")
-        else:
-            if not types_ok:
-                _malformed(out, bad_rows, None, None, pos, nid, "a column holds a value of the wrong type")
-            elif tt[2]:
-                undecoded.append((pos, tt[1], state, oid, ver))
-            elif pos >= ga:
-                while pos >= gb:
-                    gi += 1
-                    ga, gb = gaps[gi] if gi < len(gaps) else (1 << 62, 1 << 62)
-                if ga <= pos:
+    for batch in src.row_batches(lo, hi):
+        nids.extend([r[0] for r in batch])
+        for nid, oid, ver, topic, state, types_ok in batch:
+            try:
+                tt = topics.get(topic)
+                if tt is None:
+                    name = topic.decode("utf-8", "replace")
+                    tt = topics[topic] = (len(topic).to_bytes(2, "big") + topic, name,
+                                          deep or name in KEY_TOPICS or name in LEGACY_TOPICS)
+                ident = pack_v(ver) + (unhex(oid) if len(oid) == 32 else oid if len(oid) == 16 else oid16(oid)) + \
+                    tt[0] + state
+                leaves += sha(b"\x00" + pack_p(pos) + ident).digest()
+                digests += sha(ident).digest()
+            except (TypeError, ValueError, struct.error, binascii.Error, OverflowError) as e:
+                _malformed(out, bad_rows, leaves, digests, pos, nid, f"{type(e).__name__}: {e}")
+            else:
+                if not types_ok:
+                    _malformed(out, bad_rows, None, None, pos, nid, "a column holds a value of the wrong type")
+                elif tt[2]:
                     undecoded.append((pos, tt[1], state, oid, ver))
-        nids.append(nid)
-        pos += 1
+                elif pos >= ga:
+                    while pos >= gb:
+                        gi += 1
+                        ga, gb = gaps[gi] if gi < len(gaps) else (1 << 62, 1 << 62)
+                    if ga <= pos:
+                        undecoded.append((pos, tt[1], state, oid, ver))
+            pos += 1
     out.count = pos - start
     out.leaves, out.digests = bytes(leaves), bytes(digests)
     _compare_sealed(src, out, nids, bad_rows, last)
@@ -165,11 +166,9 @@ def _compare_sealed(src: Source, out: Scanned, nids: list[int], bad_rows: set[in
     start, n = out.start, out.count
     hi = None if last else start + n
     leaves = out.leaves
-    stored = list(src.leaves(start, start + n if last else hi))
-    if len(stored) == n and not bad_rows and [r[0] for r in stored] == list(range(start, start + n)) and \
-            [r[1] for r in stored] == nids and all(r[3] for r in stored) and \
-            b"".join(bytes(r[2]) for r in stored) == leaves:
+    if not bad_rows and src.sealed_as(start, start + n, nids, leaves):
         return  # every row sealed as it is (the common case, checked in bulk)
+    stored = list(src.leaves(start, start + n if last else hi))
     expect = start
     missing_reported = False
     for spos, snid, sleaf, ok in stored:
