@@ -31,6 +31,7 @@ from ledger import events as ev
 from ledger.aggregates import Campaign, CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
 from ledger.app import __version__ as HARNESS_VERSION
+from ledger.identity import signer_for
 from ledger.objective import Objective
 from ledger.store import LedgerError
 from projections.lineage_view import render_lineage_view
@@ -105,7 +106,7 @@ class CampaignError(LedgerError):
 class CampaignLoop:
     def __init__(self, ledger: Ledger, spec: TaskSpec, cfg: CampaignConfig, *, backend: Backend | None = None,
                  resume: bool = False, on_event: Callable[[str], None] | None = None):
-        self.led = ledger
+        self.led = ledger.with_signer(signer_for(ledger, ACTOR))  # every event it writes is signed as the driver
         self.cfg = cfg
         self.specialists: list[Specialist] = specialists_for(spec, cfg.arm, cfg.specialists)
         self.spec = team_task(spec, self.specialists)

@@ -4,7 +4,8 @@
     arledger run                       run a campaign (default: golf-mini, offline specialists)
     arledger runner                    claim and train queued trials
     arledger log | status | show | lineage | diff
-    arledger audit verify | checkpoint | prove | check-proof | report
+    arledger audit verify | upgrade | checkpoint | prove | check-proof | report
+    arledger keys list | trust ACTOR PUBLIC_KEY
     arledger export --out DIR          tables, LaTeX, figures and a signed manifest
 """
 
@@ -178,35 +179,66 @@ def audit_checkpoint(ledger_url: str | None, key_path: Path | None, out: Path | 
 @click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path), default=None,
               help="A checkpoint file held outside the ledger: the ledger must still extend it.")
 @JSON
-@click.option("--no-artifacts", is_flag=True, help="Skip re-hashing referenced artifacts.")
-def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: bool, no_artifacts: bool) -> None:
-    """Recompute every leaf and root, check every signature, decode every event, re-hash every
-    referenced artifact. Names the first divergence; exits 1 on any problem."""
-    from ledger.audit import verify
+@click.option("--no-artifacts", is_flag=True, help="Skip the artifact store.")
+@click.option("--artifacts", "artifacts_dir", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="The artifact folder to check (default: artifacts/ beside the SQLite ledger, or the "
+                   "PostgreSQL table).")
+@click.option("--deep", is_flag=True, help="Also decode every signed event and check its signed artifact list.")
+def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: bool, no_artifacts: bool,
+                 artifacts_dir: Path | None, deep: bool) -> None:
+    """Recompute every leaf and root, check every event's signature and every checkpoint's, re-hash
+    every referenced artifact and every object in the store. Names the first divergence by
+    position; exits 1 on any problem. --json prints one object: ok, events, artifacts_checked,
+    orphan_artifacts, signed_events, unsigned_events, signers, problems."""
+    from ledger.app import Ledger
+    from ledger.artifacts import DirArtifactStore
     from ledger.keys import Checkpoint
+    from ledger.store import LedgerError
+    from ledger.verify import verify
 
     cp = Checkpoint.read(checkpoint_file) if checkpoint_file else None
-    with open_ledger(ledger_url) as led:
-        from rich.progress import Progress
-
-        with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as prog:
-            task = prog.add_task("verifying", total=None)
-            rep = verify(led, cp, check_artifacts=not no_artifacts,
-                         progress=lambda n: prog.update(task, completed=n),
-                         checkpoint_source=str(checkpoint_file) if checkpoint_file else "checkpoint file")
+    with Ledger.open(ledger_url, create_tables=False) as led:
+        store = DirArtifactStore(artifacts_dir) if artifacts_dir is not None else None
+        if sys.stderr.isatty():
+            click.echo(f"verifying {led.describe()}…", err=True)
+        rep = verify(led, cp, check_artifacts=not no_artifacts, deep=deep, artifacts=store,
+                     checkpoint_source=str(checkpoint_file) if checkpoint_file else "checkpoint file")
+    if rep.ok and rep.events == 0:
+        raise LedgerError(f"{led.describe()} is not initialised; run `arledger init`")
     if as_json:
         click.echo(json.dumps(rep.to_dict()))
     elif rep.ok:
+        signers = ", ".join(f"{a} {t.events}" for a, t in sorted(rep.signers.items()))
+        legacy = f", {rep.legacy_unsigned_events} legacy unsigned" if rep.legacy_unsigned_events else ""
         click.echo(f"OK: {rep.events} events, root {rep.root}, {rep.checkpoints} signed checkpoint(s), "
-                   f"{rep.artifacts} artifact(s) verified")
+                   f"{rep.signed_events} signed event(s){legacy}"
+                   f"{' (' + signers + ')' if signers else ''}, {rep.artifacts_checked} artifact(s) verified, "
+                   f"{rep.orphan_artifacts} unreferenced object(s)")
     else:
         first = rep.first()
         assert first is not None
-        click.echo(f"FAILED: {len(rep.problems)} problem(s); first divergence: {first.message}", err=True)
+        click.echo(f"FAILED: {len(rep.problems)} problem(s); first divergence: [{first.kind}] {first.message}",
+                   err=True)
         for p in sorted(rep.problems, key=lambda p: p.sort_key())[1:20]:
-            click.echo(f"  also: {p.message}", err=True)
+            click.echo(f"  also: [{p.kind}] {p.message}", err=True)
     if not rep.ok:
         sys.exit(1)
+
+
+@audit.command("upgrade")
+@LEDGER
+@KEY
+def audit_upgrade(ledger_url: str | None, key_path: Path | None) -> None:
+    """Move a ledger written before signing existed forward: from now on every event is signed.
+    Earlier events stay as they are and verify as legacy unsigned."""
+    from ledger.audit import upgrade_ledger
+
+    with open_ledger(ledger_url) as led:
+        pos, wrote = upgrade_ledger(led, key_path)
+    if wrote:
+        click.echo(f"upgraded {led.describe()}: every event from position {pos} on is signed")
+    else:
+        click.echo(f"{led.describe()} is already signed from position {pos} on; nothing to do")
 
 
 @audit.command("prove")
@@ -249,9 +281,9 @@ def audit_check_proof(proof_file: Path, public_key: str | None) -> None:
 
 
 def _register_parts() -> None:
-    from arledger import cli_read, cli_run, cli_tasks
+    from arledger import cli_keys, cli_read, cli_run, cli_tasks
 
-    for mod in (cli_tasks, cli_read, cli_run):
+    for mod in (cli_tasks, cli_read, cli_run, cli_keys):
         reg = getattr(mod, "register", None)
         if reg is not None:
             reg(cli)

@@ -49,6 +49,17 @@ def user_errors() -> tuple[type[Exception], ...]:
     return LedgerError, ArtifactError, TaskSpecError, DataError, WorkspaceError
 
 
+def store_errors() -> tuple[type[Exception], ...]:
+    """A store that cannot be read or written at all (a damaged file, a table gone)."""
+    import sqlite3
+
+    from eventsourcing.persistence import PersistenceError
+
+    from ledger.codec import DecodeError, EncodeError
+
+    return sqlite3.DatabaseError, PersistenceError, DecodeError, EncodeError
+
+
 class Group(click.Group):
     """The root group: turns the errors a user can cause into one clear line and exit 1."""
 
@@ -57,6 +68,10 @@ class Group(click.Group):
             return super().invoke(ctx)
         except user_errors() as e:
             raise click.ClickException(str(e)) from None
+        except store_errors() as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise click.ClickException(f"the ledger cannot be read or written ({first}); run `arledger audit verify` "
+                                       "to locate the damage") from None
         except OSError as e:  # a file the user named cannot be read or written
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}") from None

@@ -66,7 +66,10 @@ class Aggregate:
 class LedgerRoot(Aggregate):
     def __init__(self, id: uuid.UUID = ev.LEDGER_ID):
         super().__init__(id)
-        self.public_keys: dict[str, str] = {}
+        self.public_keys: dict[str, str] = {}  # the ledger keys: key id -> public key
+        self.signers: dict[str, dict[str, str]] = {}  # actor -> {key id: public key}, endorsed by a ledger key
+        self.enrolments: list[ev.SignerEnrolled] = []
+        self.signing_started: ev.SigningStarted | None = None
         self.checkpoints: list[ev.CheckpointSigned] = []
 
     def on_LedgerInitialized(self, e: ev.LedgerInitialized) -> None:
@@ -74,6 +77,13 @@ class LedgerRoot(Aggregate):
 
     def on_KeyAdded(self, e: ev.KeyAdded) -> None:
         self.public_keys[e.key_id] = e.public_key
+
+    def on_SignerEnrolled(self, e: ev.SignerEnrolled) -> None:
+        self.signers.setdefault(e.signer, {})[e.key_id] = e.public_key
+        self.enrolments.append(e)
+
+    def on_SigningStarted(self, e: ev.SigningStarted) -> None:
+        self.signing_started = self.signing_started or e
 
     def on_CheckpointSigned(self, e: ev.CheckpointSigned) -> None:
         self.checkpoints.append(e)
@@ -122,12 +132,13 @@ class Campaign(Aggregate):
     def open(cls, *, name: str, actor: str, task: str, task_version: str, task_sha: str, metric: str,
              direction: str, noise_policy: ev.NoisePolicyDecl | None = None, arm: str = "lineage",
              specialists: list[ev.SpecialistDecl] | None = None, budgets: dict[str, float] | None = None,
-             config: dict[str, Any] | None = None, harness_version: str = "", seed: int = 0, at: float | None = None) -> Campaign:
+             config: dict[str, Any] | None = None, harness_version: str = "", seed: int = 0,
+             baseline_sha: str | None = None, baseline_tree: str = "", at: float | None = None) -> Campaign:
         c = cls(ev.campaign_id_for(name))
         c._trigger(ev.CampaignOpened, at=at, name=name, actor=actor, task=task, task_version=task_version,
                    task_sha=task_sha, metric=metric, direction=direction, noise_policy=noise_policy, arm=arm,
                    specialists=list(specialists or []), budgets=dict(budgets or {}), config=dict(config or {}),
-                   harness_version=harness_version, seed=seed)
+                   harness_version=harness_version, seed=seed, baseline_sha=baseline_sha, baseline_tree=baseline_tree)
         return c
 
     def register(self, trial_id: uuid.UUID, number: int, specialist: str, kind: str, actor: str, *, at: float | None = None) -> ev.Event:

@@ -7,7 +7,15 @@
 
 ``save`` appends all pending events of the given aggregates atomically; a concurrent writer that
 got there first makes it raise :class:`ConflictError`. Every appended event is sealed into the
-Merkle log in the same transaction (see ``ledger.recorders``).
+Merkle log and signed by the ledger's bound writer in the same transaction (see
+``ledger.recorders``):
+
+    led = Ledger.open(url, signer=signer_for(led0, "runner:host-3"))   # or led.with_signer(...)
+
+A ledger opened without a signer signs as the default actor (``ledger.identity.default_actor``:
+``$ARLEDGER_ACTOR``, else ``human:<login>``), whose key is made and enrolled on first use where the
+ledger key is on this machine. Ledgers that have never been signed (written before signing
+existed, and not yet moved forward with ``arledger audit upgrade``) keep taking unsigned events.
 """
 
 from __future__ import annotations
@@ -21,14 +29,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 
 from ledger import events as ev
 from ledger.aggregates import Aggregate, LedgerRoot
 from ledger.artifacts import ArtifactStore, DirArtifactStore, MemoryArtifactStore, PostgresArtifactStore
-from ledger.codec import LedgerMapper, decode
+from ledger.codec import EncodeError, LedgerMapper, decode, encode_event, event_digest
+from ledger.keys import GENESIS_LEDGER_ID, REF_ROW, SignedBatch, Signer, append_message
 from ledger.merkle import Frontier
-from ledger.recorders import SealedPOPORecorder
+from ledger.recorders import GenesisMismatch, SealedPOPORecorder, SignatureRequired
+from ledger.refs import where
 from ledger.store import LedgerError, StoreConfig, eventsourcing_env, parse_url
 
 __version__ = "0.1.0"
@@ -62,19 +72,36 @@ class _App(Application):
 _MEMORY: dict[str, tuple[_App, MemoryArtifactStore]] = {}
 
 
+class _Shared:
+    """What every view of one opened ledger shares: the ledger id once known, whether its events
+    are signed, where its ledger key was given, the signers found trusted so far."""
+
+    def __init__(self) -> None:
+        self.lid: bytes | None = None
+        self.signed: bool | None = None
+        self.ledger_key_path: Path | None = None
+        self.trusted: set[tuple[str, str]] = set()  # (actor, key id) known to be enrolled
+        self.default_signer: Signer | None = None
+
+
 class Ledger:
-    def __init__(self, cfg: StoreConfig, app: _App, artifacts: ArtifactStore):
+    def __init__(self, cfg: StoreConfig, app: _App, artifacts: ArtifactStore, *, signer: Signer | None = None,
+                 shared: _Shared | None = None):
         self.cfg = cfg
         self.app = app
         self.recorder: Any = app.recorder
         self.artifacts = artifacts
-        self._id: str | None = None
+        self.signer = signer
+        self._shared = shared or _Shared()
 
     # opening -----------------------------------------------------------------------------
     @classmethod
-    def open(cls, url: str | None = None, *, create: bool = False) -> Ledger:
-        """Open the ledger at ``url``. Without ``create`` a missing SQLite file is an error that
-        says to run ``arledger init`` (and nothing is created)."""
+    def open(cls, url: str | None = None, *, create: bool = False, signer: Signer | None = None,
+             create_tables: bool = True) -> Ledger:
+        """Open the ledger at ``url``, writing as ``signer`` (default: see the module docstring).
+        Without ``create`` a missing SQLite file is an error that says to run ``arledger init`` (and
+        nothing is created). ``create_tables=False`` opens an existing ledger as it is (for audits:
+        a dropped table stays missing)."""
         cfg = parse_url(url)
         if cfg.kind == "memory":
             if cfg.url not in _MEMORY or cfg.url == "memory://":
@@ -84,7 +111,8 @@ class Ledger:
                     _MEMORY[cfg.url] = pair
             else:
                 pair = _MEMORY[cfg.url]
-            return cls(cfg, pair[0], pair[1])
+            return cls(cfg, pair[0], pair[1], signer=signer)
+        tables = {} if create_tables else {"CREATE_TABLE": "n"}
         if cfg.kind == "sqlite":
             assert cfg.path is not None
             if not cfg.path.exists():
@@ -94,25 +122,38 @@ class Ledger:
             else:
                 _check_sqlite_file(cfg.path)
             try:
-                app = _App(env=eventsourcing_env(cfg))
+                app = _App(env={**eventsourcing_env(cfg), **tables})
             except PersistenceError as e:
                 raise LedgerError(f"{cfg.describe()} cannot be opened: {e}") from None
-            return cls(cfg, app, DirArtifactStore(cfg.path.parent / "artifacts"))
+            return cls(cfg, app, DirArtifactStore(cfg.path.parent / "artifacts"), signer=signer)
         # postgres: tables are created by one process at a time (many runners start together)
         conn = _probe_postgres(cfg)
         try:
-            conn.execute("SELECT pg_advisory_lock(7301946825)")
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{cfg.schema}"')
-            app = _App(env={**eventsourcing_env(cfg), "CREATE_TABLE": "y"})
-            store = PostgresArtifactStore(app.recorder.datastore, cfg.schema)
+            if create_tables:
+                conn.execute("SELECT pg_advisory_lock(7301946825)")
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{cfg.schema}"')
+            app = _App(env={**eventsourcing_env(cfg), "CREATE_TABLE": "y" if create_tables else "n"})
+            store = PostgresArtifactStore(app.recorder.datastore, cfg.schema, create=create_tables)
         except PersistenceError as e:
             raise LedgerError(f"{cfg.describe()} cannot be opened: {e}") from None
         finally:
             conn.close()
-        return cls(cfg, app, store)
+        return cls(cfg, app, store, signer=signer)
+
+    def with_signer(self, signer: Signer | None) -> Ledger:
+        """A view of the same ledger (same application, artifact store and connections) that
+        signs what it appends as ``signer``. Closing either closes both."""
+        return Ledger(self.cfg, self.app, self.artifacts, signer=signer, shared=self._shared)
+
+    def with_artifacts(self, artifacts: ArtifactStore) -> Ledger:
+        """A view that reads and writes artifacts in another store (``audit verify --artifacts``)."""
+        return Ledger(self.cfg, self.app, artifacts, signer=self.signer, shared=self._shared)
 
     def close(self) -> None:
         if self.cfg.kind != "memory":
+            close_writer = getattr(self.recorder, "close_writer", None)
+            if close_writer is not None:
+                close_writer()
             self.app.close()
 
     def __enter__(self) -> Ledger:
@@ -123,8 +164,10 @@ class Ledger:
 
     # writing -----------------------------------------------------------------------------
     def save(self, *objs: Aggregate | ev.Event) -> list[int]:
-        """Append the pending events of aggregates (and bare events) atomically. Returns positions'
-        notification ids. Raises ConflictError if any aggregate was changed concurrently."""
+        """Append the pending events of aggregates (and bare events) atomically, sealed and signed.
+        Returns their notification ids. Raises ConflictError if any aggregate was changed
+        concurrently, LedgerError if the ledger's events are signed and this writer has no trusted
+        key (the message says how to enrol it)."""
         events: list[ev.Event] = []
         for o in objs:
             if isinstance(o, ev.Event):
@@ -133,15 +176,79 @@ class Ledger:
                 events.extend(o.collect_events())
         if not events:
             return []
-        try:
-            recordings = self.app.save(*events)
-        except IntegrityError:
-            first = events[0]
-            raise ConflictError(
-                f"conflict: {first.type} on {first.originator_id} at version {first.originator_version} "
-                "was already written by another writer; reload and retry"
-            ) from None
-        return [r.notification.id for r in recordings]
+        stored: list[StoredEvent] = []
+        refs = bytearray()
+        digests = bytearray()
+        for i, e in enumerate(events):
+            topic, state, shas, hidden = encode_event(e)
+            for h in hidden:
+                if self.artifacts.exists(h):
+                    raise EncodeError(
+                        f"{where(e, h)} names artifact {h[:12]}… outside a field typed Artifact, where verify "
+                        "would not see it; give the event a field typed ledger.events.Artifact for it")
+            stored.append(StoredEvent(originator_id=e.originator_id, originator_version=e.originator_version,
+                                      topic=topic, state=state))
+            digests += event_digest(e.originator_id, e.originator_version, topic, state)
+            for sha in shas:
+                refs += REF_ROW.pack(i, bytes.fromhex(sha))
+        starts_signing = any(type(e) is ev.SigningStarted for e in events)
+        sh = self._shared
+        for _attempt in range(4):
+            signer = self._writer(events) if (starts_signing or sh.signed or sh.signed is None and
+                                              self._probe_signed()) else None
+            batch = None
+            if signer is not None:
+                lid = self._lid()
+                batch = SignedBatch(signer.public_key, signer.sign(append_message(lid, bytes(digests), bytes(refs))),
+                                    bytes(refs), genesis=lid == GENESIS_LEDGER_ID)
+            try:
+                ids = self.recorder.insert_events(stored, signed=batch)
+            except IntegrityError:
+                first = events[0]
+                raise ConflictError(
+                    f"conflict: {first.type} on {first.originator_id} at version {first.originator_version} "
+                    "was already written by another writer; reload and retry"
+                ) from None
+            except SignatureRequired:
+                sh.signed = True  # upgraded since we looked: sign from now on
+                continue
+            except GenesisMismatch:
+                sh.lid = None
+                continue
+            if batch is not None:
+                sh.signed = True
+            assert ids is not None
+            return list(ids)
+        raise LedgerError(f"could not append to {self.describe()}: it changed under every attempt; try again")
+
+    def _probe_signed(self) -> bool:
+        self._shared.signed = bool(self.recorder.has_signatures())
+        return self._shared.signed
+
+    def _lid(self) -> bytes:
+        """The id a signed batch binds to: the ledger id, or GENESIS_LEDGER_ID for the first batch."""
+        sh = self._shared
+        if sh.lid is None:
+            for _pos, _nid, leaf in self.recorder.iter_leaves(batch=1):
+                sh.lid = bytes(leaf)[:16]
+                break
+            else:
+                return GENESIS_LEDGER_ID
+        return sh.lid
+
+    def _writer(self, events: list[ev.Event]) -> Signer:
+        """The signer of this view, known to be trusted by the ledger (enrolled on first use)."""
+        from ledger.identity import default_actor, ensure_trusted, signer_for
+
+        sh = self._shared
+        if self.signer is not None:
+            introduces = any(type(e) is ev.LedgerInitialized and e.key_id == self.signer.key_id for e in events)
+            if not introduces and (self.signer.actor, self.signer.key_id) not in sh.trusted:
+                ensure_trusted(self, self.signer, required=True)
+            return self.signer
+        if sh.default_signer is None:
+            sh.default_signer = signer_for(self, default_actor(), required=True)
+        return sh.default_signer
 
     # reading -----------------------------------------------------------------------------
     def stream(self, originator_id: uuid.UUID) -> list[ev.Event]:
@@ -183,13 +290,10 @@ class Ledger:
 
     def ledger_id(self) -> str:
         """The ledger's identity: the hex leaf hash of its first event (LedgerInitialized)."""
-        if self._id is None:
-            for _pos, _nid, leaf in self.recorder.iter_leaves(batch=1):
-                self._id = bytes(leaf).hex()[:32]
-                break
-            else:
-                raise LedgerError(f"{self.cfg.describe()} is empty; run `arledger init`")
-        return self._id
+        lid = self._lid()
+        if lid == GENESIS_LEDGER_ID:
+            raise LedgerError(f"{self.cfg.describe()} is empty; run `arledger init`")
+        return lid.hex()
 
     def is_initialised(self) -> bool:
         return self.exists(ev.LEDGER_ID)
@@ -199,8 +303,23 @@ class Ledger:
 
     @property
     def home(self) -> Path:
-        """Where keys and checkpoint files go by default."""
-        return self.cfg.home or Path(os.environ.get("ARLEDGER_HOME", ".arledger")).absolute()
+        """Where keys and checkpoint files go by default: the SQLite file's folder; for PostgreSQL
+        and memory ledgers ``$ARLEDGER_HOME``, else ``~/.arledger``."""
+        if self.cfg.home is not None:
+            return self.cfg.home
+        env = os.environ.get("ARLEDGER_HOME")
+        return Path(env).expanduser().absolute() if env else Path.home() / ".arledger"
+
+    @property
+    def ledger_key_path(self) -> Path | None:
+        """The ledger key this process was given (``init_ledger``'s key path), if any."""
+        return self._shared.ledger_key_path
+
+    def remember_ledger_key(self, path: Path) -> None:
+        self._shared.ledger_key_path = Path(path)
+
+    def mark_trusted(self, signer: Signer) -> None:
+        self._shared.trusted.add((signer.actor, signer.key_id))
 
 
 def _check_sqlite_file(path: Path) -> None:

@@ -3,15 +3,18 @@
 An artifact's name is the sha256 of its content; it is stored zstd-compressed. Beside a SQLite
 ledger the store is a directory (``artifacts/ab/cdef….zst``); with PostgreSQL it is a table in the
 same database, so every host that reaches the ledger reaches the artifacts. Writes are idempotent
-and atomic; reads verify the hash.
+and atomic; reads verify the hash. ``objects`` walks every object in the store (for verify, which
+checks each against its own address and reports the ones no event refers to).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +61,7 @@ class ArtifactStore:
         raw = self.get_raw(sha)
         if raw is None:
             raise ArtifactError(f"artifact {sha[:16]}… is missing from the store")
-        try:
-            data = _d().decompress(raw)
-        except zstandard.ZstdError as e:
-            raise ArtifactError(f"artifact {sha[:16]}… is corrupt (not valid zstd: {e})") from e
-        got = sha256(data)
-        if got != sha:
-            raise ArtifactError(f"artifact {sha[:16]}… content does not match its hash (got {got[:16]}…)")
-        return data
+        return _unpack(sha, raw)
 
     def get_text(self, sha: str) -> str:
         return self.get(sha).decode("utf-8", errors="replace")
@@ -77,6 +73,42 @@ class ArtifactStore:
         except ArtifactError as e:
             return str(e)
         return None
+
+    def where(self) -> str:
+        """Where the store is, for messages."""
+        raise NotImplementedError
+
+    def present(self) -> bool:
+        """Whether the store itself exists (a folder copied without it does not)."""
+        return True
+
+    def objects(self) -> Iterator[tuple[str, bytes]]:
+        """Every object as (its name: the sha256 it claims, stored bytes), in no particular order."""
+        raise NotImplementedError
+
+
+def _unpack(sha: str, raw: bytes) -> bytes:
+    try:
+        data = _d().decompress(raw)
+    except zstandard.ZstdError as e:
+        raise ArtifactError(f"artifact {sha[:16]}… is corrupt (not valid zstd: {e})") from e
+    got = sha256(data)
+    if got != sha:
+        raise ArtifactError(f"artifact {sha[:16]}… content does not match its hash (got {got[:16]}…)")
+    return data
+
+
+def check_object(sha: str, raw: bytes) -> str | None:
+    """None when stored bytes ``raw`` decompress to content whose sha256 is ``sha``; else what is wrong."""
+    try:
+        _unpack(sha, raw)
+    except ArtifactError as e:
+        return str(e)
+    return None
+
+
+_NAME = re.compile(r"[0-9a-f]{62}\.zst")
+_DIR = re.compile(r"[0-9a-f]{2}")
 
 
 class DirArtifactStore(ArtifactStore):
@@ -109,8 +141,28 @@ class DirArtifactStore(ArtifactStore):
     def get_raw(self, sha: str) -> bytes | None:
         try:
             return self.path(sha).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def where(self) -> str:
+        return str(self.root)
+
+    def present(self) -> bool:
+        return self.root.is_dir()
+
+    def objects(self) -> Iterator[tuple[str, bytes]]:
+        if not self.root.is_dir():
+            return
+        for d in sorted(os.scandir(self.root), key=lambda x: x.name):
+            if not (_DIR.fullmatch(d.name) and d.is_dir()):
+                continue
+            for f in os.scandir(d.path):
+                if _NAME.fullmatch(f.name) and f.is_file():
+                    try:
+                        raw = Path(f.path).read_bytes()
+                    except OSError:
+                        continue
+                    yield d.name + f.name[:-4], raw
 
 
 class MemoryArtifactStore(ArtifactStore):
@@ -127,18 +179,46 @@ class MemoryArtifactStore(ArtifactStore):
     def get_raw(self, sha: str) -> bytes | None:
         return self.blobs.get(sha)
 
+    def where(self) -> str:
+        return "the in-memory artifact store"
+
+    def objects(self) -> Iterator[tuple[str, bytes]]:
+        yield from list(self.blobs.items())
+
 
 class PostgresArtifactStore(ArtifactStore):
-    def __init__(self, datastore: Any, schema: str):
+    def __init__(self, datastore: Any, schema: str, *, create: bool = True):
         from psycopg.sql import SQL, Identifier
 
         self.datastore = datastore
+        self.schema = schema
         self.table = SQL("{0}.arledger_artifacts").format(Identifier(schema))
         self._SQL = SQL
-        with datastore.transaction(commit=True) as curs:
-            curs.execute(SQL(
-                "CREATE TABLE IF NOT EXISTS {0} (sha text PRIMARY KEY, size bigint NOT NULL, data bytea NOT NULL)"
-            ).format(self.table))
+        if create:
+            with datastore.transaction(commit=True) as curs:
+                curs.execute(SQL(
+                    "CREATE TABLE IF NOT EXISTS {0} (sha text PRIMARY KEY, size bigint NOT NULL, data bytea NOT NULL)"
+                ).format(self.table))
+
+    def where(self) -> str:
+        return f"table {self.schema}.arledger_artifacts"
+
+    def present(self) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT to_regclass(%s) IS NOT NULL AS ok", (f'"{self.schema}".arledger_artifacts',))
+            row = curs.fetchone()
+        return bool(row and row["ok"])
+
+    def objects(self) -> Iterator[tuple[str, bytes]]:
+        from psycopg.rows import tuple_row
+
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor(
+            name="arledger_objects", row_factory=tuple_row, binary=True
+        ) as cur:
+            cur.itersize = 256
+            cur.execute(self._SQL("SELECT sha, data FROM {0}").format(self.table))
+            for sha, data in cur:
+                yield str(sha), bytes(data)
 
     def put(self, data: bytes | str) -> str:
         if isinstance(data, str):

@@ -1,13 +1,17 @@
 """Event bytes: msgspec MessagePack, zstd-compressed; and the stored-row leaf encoding.
 
 ``encode``/``decode`` turn an :class:`~ledger.events.Event` into the bytes the store keeps and back,
-validating every field on the way in. ``LedgerMapper`` plugs them into eventsourcing in place of its
-JSON transcoder. ``leaf_data`` is the canonical byte string of one stored row — position, originator
-id, version, topic, stored bytes — which the Merkle log hashes, so verification needs no decoder.
+validating every field on the way in; ``encode_event`` also applies the artifact rule
+(``ledger.refs``): it returns the event's artifact references and any sha256-like string it holds
+outside a declared field. ``LedgerMapper`` plugs them into eventsourcing in place of its JSON
+transcoder. ``leaf_data`` is the canonical byte string of one stored row — position, originator id,
+version, topic, stored bytes — which the Merkle log hashes, so verification needs no decoder;
+``event_digest`` hashes the same bytes less the position, which is what a writer signs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import threading
 import uuid
@@ -29,6 +33,10 @@ class DecodeError(ValueError):
     """Stored bytes that do not decode to a valid event of their topic."""
 
 
+class EncodeError(TypeError):
+    """An event the ledger refuses to store: it names an artifact outside an Artifact field."""
+
+
 def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     pair = getattr(_local, "zstd", None)
     if pair is None:
@@ -39,11 +47,21 @@ def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
 
 def encode(event: Event) -> tuple[str, bytes]:
     """(topic, stored bytes) of an event."""
+    topic, state, _refs, _hidden = encode_event(event)
+    return topic, state
+
+
+def encode_event(event: Event) -> tuple[str, bytes, list[str], list[str]]:
+    """(topic, stored bytes, artifact references, hex strings outside declared fields) of an event
+    (see ``ledger.refs``; ``Ledger.save`` refuses an event whose undeclared hex names an artifact)."""
+    from ledger.refs import scan
+
     try:
         topic = TOPIC_OF[type(event)]
     except KeyError:
         raise TypeError(f"{type(event).__name__} is not a ledger event type") from None
-    return topic, _zstd()[0].compress(_encoder.encode(event))
+    found = scan(event)
+    return topic, _zstd()[0].compress(_encoder.encode(event)), found.refs, found.hidden
 
 
 def decode(topic: str, data: bytes) -> Event:
@@ -73,6 +91,21 @@ def leaf_data(position: int, originator_id: uuid.UUID | str, version: int, topic
         oid = uuid.UUID(originator_id).bytes
     t = topic.encode()
     return _LEAF_HEAD.pack(position, version, oid, len(t)) + t + bytes(state)
+
+
+_IDENT_HEAD = struct.Struct(">Q16sH")
+
+
+def event_digest(originator_id: uuid.UUID | str, version: int, topic: str, state: bytes) -> bytes:
+    """sha256 of a stored row without its position (``leaf_data`` from byte 8 on): what a writer signs."""
+    if isinstance(originator_id, uuid.UUID):
+        oid = originator_id.bytes
+    elif len(originator_id) == 32:
+        oid = bytes.fromhex(originator_id)
+    else:
+        oid = uuid.UUID(originator_id).bytes
+    t = topic.encode()
+    return hashlib.sha256(_IDENT_HEAD.pack(version, oid, len(t)) + t + bytes(state)).digest()
 
 
 def decompress_many(states: list[bytes]) -> list[bytes]:

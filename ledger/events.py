@@ -3,7 +3,12 @@
 Events are named in the past tense, carry a schema version, an actor (``agent:opt``,
 ``runner:host-3``, ``evaluator:golf-mini@1a2b``, ``importer:cmu``, ``human:alice``) and a time.
 Large payloads (diffs, logs, prompts, code trees, model files) live in the artifact store; an
-event carries their sha256 (fields named ``*_sha``). Decoding validates every field's type.
+event carries their sha256 in a field typed :data:`Artifact` — the artifact rule: ``ledger.refs``
+finds every artifact of an event by that type (nested structs, lists, dicts and optional fields
+included), and ``Ledger.save`` refuses an event that names an artifact anywhere else (a config
+dict, a plain ``str``). Hashes of content kept elsewhere (a task folder, an evaluator, a code
+tree, a Merkle root) are typed :data:`Digest`, keys :data:`PublicKey`. Decoding validates every
+field's type.
 
 Three kinds of aggregate own the events:
 
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -62,6 +67,31 @@ VALID_SCORED = ("scored", "keep", "discard", "baseline")
 VERDICTS: tuple[str, ...] = ("candidate", "keep", "discard")
 """The campaign's verdicts on a scored proposal (TrialJudged): ``candidate`` — it beat the incumbent
 once and awaits its confirmation runs; ``keep`` — promoted; ``discard`` — not good enough."""
+
+
+class HexRole:
+    """What a hex string in an event names; the metadata of :data:`Artifact`, :data:`Digest` and
+    :data:`PublicKey`."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"HexRole({self.name})"
+
+
+ARTIFACT = HexRole("artifact")
+DIGEST = HexRole("digest")
+PUBLIC_KEY = HexRole("public key")
+
+Artifact = Annotated[str, ARTIFACT]
+"""The sha256 (hex) of an object in the artifact store: verify checks it exists and hashes to it."""
+Digest = Annotated[str, DIGEST]
+"""A sha256 (hex) of content the artifact store does not hold (a task folder, a code tree, a root)."""
+PublicKey = Annotated[str, PUBLIC_KEY]
+"""An Ed25519 raw public key, hex."""
 
 
 def now() -> float:
@@ -152,7 +182,7 @@ class MetricPoint(msgspec.Struct, frozen=True, array_like=True):
 
 class LedgerInitialized(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "ledger"
-    public_key: str  # Ed25519 raw public key, hex
+    public_key: PublicKey  # Ed25519 raw public key, hex
     key_id: str  # first 16 hex of sha256(public key)
     arledger_version: str
 
@@ -161,8 +191,29 @@ class KeyAdded(Event, frozen=True, kw_only=True):
     """A further signing key trusted by this ledger (e.g. a second host's)."""
 
     aggregate: ClassVar[str] = "ledger"
-    public_key: str
+    public_key: PublicKey
     key_id: str
+    reason: str = ""
+
+
+class SignerEnrolled(Event, frozen=True, kw_only=True):
+    """An actor's Ed25519 key, trusted to sign the events that actor writes, endorsed by a ledger key
+    (``endorsement``: that key's signature over ``keys.endorsement_message``)."""
+
+    aggregate: ClassVar[str] = "ledger"
+    signer: str  # the actor the key belongs to, e.g. runner:host-3, importer:cmu, human:alice
+    public_key: PublicKey
+    key_id: str
+    endorsed_by: str  # key id of the ledger key that endorsed it
+    endorsement: str  # Ed25519 signature (hex)
+    reason: str = ""
+
+
+class SigningStarted(Event, frozen=True, kw_only=True):
+    """From this event on every event of the ledger is signed by a key the ledger trusts. Written by
+    ``arledger init`` with the first event, and by ``arledger audit upgrade`` on an older ledger."""
+
+    aggregate: ClassVar[str] = "ledger"
     reason: str = ""
 
 
@@ -171,7 +222,7 @@ class CheckpointSigned(Event, frozen=True, kw_only=True):
 
     aggregate: ClassVar[str] = "ledger"
     size: int
-    root: str
+    root: Digest
     key_id: str
     signature: str  # Ed25519 signature (hex) over checkpoint_message(ledger, size, root)
     ledger_name: str
@@ -181,7 +232,7 @@ class RecordImported(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "ledger"
     format: str  # cmu | autoresearch
     source: str  # the folder or file as given
-    files: dict[str, str]  # file name -> sha256 of its bytes
+    files: dict[str, Digest]  # file name -> sha256 of its bytes
     campaign_id: uuid.UUID
     campaign: str
     trials: int
@@ -207,7 +258,7 @@ class CampaignOpened(Event, frozen=True, kw_only=True):
     name: str
     task: str
     task_version: str
-    task_sha: str  # content hash of the task directory (spec, recipe, evaluator)
+    task_sha: Digest  # content hash of the task directory (spec, recipe, evaluator)
     metric: str
     direction: str  # "min" | "max"
     noise_policy: NoisePolicyDecl | None = None  # None in ledgers written before it was recorded
@@ -217,6 +268,10 @@ class CampaignOpened(Event, frozen=True, kw_only=True):
     config: dict[str, Any] = {}
     harness_version: str = ""
     seed: int = 0
+    # the baseline snapshot every trial's code is rebuilt from: a JSON {path: text} in the artifact
+    # store, and its tree hash (ledgers before these fields kept both in ``config``)
+    baseline_sha: Artifact | None = None
+    baseline_tree: Digest = ""
 
 
 class CampaignResumed(Event, frozen=True, kw_only=True):
@@ -310,10 +365,10 @@ class TrialProposed(Event, frozen=True, kw_only=True):
     hypothesis: str
     parent_id: uuid.UUID | None = None
     expected_delta: float | None = None
-    diff_sha: str | None = None  # unified diff against the parent's code, in the artifact store
+    diff_sha: Artifact | None = None  # unified diff against the parent's code, in the artifact store
     diff_bytes: int = 0
-    prompt_sha: str | None = None  # the exact rendered lineage view / prompt the proposer saw
-    transcript_sha: str | None = None  # the proposer's whole conversation (an LLM's, a coding agent's)
+    prompt_sha: Artifact | None = None  # the exact rendered lineage view / prompt the proposer saw
+    transcript_sha: Artifact | None = None  # the proposer's whole conversation (an LLM's, a coding agent's)
     notes: str = ""
     kind: str = "proposal"  # proposal | baseline | rerun | confirmation | imported
     confirms: uuid.UUID | None = None  # for reruns/confirmations: the trial they re-measure
@@ -328,8 +383,8 @@ class PreflightChecked(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "trial"
     passed: bool
     checks: list[Check] = []
-    tree_sha: str | None = None  # the workspace tree hash the preflight built
-    diff_key: str | None = None  # the duplicate key of the change (its normalised diff on its parent's code)
+    tree_sha: Digest | None = None  # the workspace tree hash the preflight built
+    diff_key: Digest | None = None  # the duplicate key of the change (its normalised diff on its parent's code)
 
 
 class LaunchRequested(Event, frozen=True, kw_only=True):
@@ -390,7 +445,7 @@ class TrialStarted(Event, frozen=True, kw_only=True):
     host: str
     accelerator: str  # "cpu" or e.g. "cuda:NVIDIA H100 80GB HBM3 x1"
     versions: dict[str, str] = {}
-    tree_sha: str = ""
+    tree_sha: Digest = ""
     slot: int = 0
     cpu_threads: int = 0
     cuda_visible_devices: str = ""
@@ -413,12 +468,12 @@ class TrialFinished(Event, frozen=True, kw_only=True):
     cpu_s: float = 0.0
     peak_rss_bytes: int = 0
     peak_gpu_bytes: int = 0
-    artifact_sha: str | None = None
+    artifact_sha: Artifact | None = None
     artifact_bytes: int = 0
     code_bytes: int = 0
-    log_sha: str | None = None
+    log_sha: Artifact | None = None
     log_bytes: int = 0
-    tree_sha_after: str = ""
+    tree_sha_after: Digest = ""
 
 
 class TrialEvaluated(Event, frozen=True, kw_only=True):
@@ -428,9 +483,9 @@ class TrialEvaluated(Event, frozen=True, kw_only=True):
     metrics: dict[str, float] = {}
     gates: list[GateResult] = []
     evaluator: str = ""  # evaluator name@version
-    evaluator_sha: str = ""  # content hash of the evaluator-owned files that scored it
+    evaluator_sha: Digest = ""  # content hash of the evaluator-owned files that scored it
     eval_wall_s: float = 0.0
-    log_sha: str | None = None
+    log_sha: Artifact | None = None
 
 
 class OutcomeLabelled(Event, frozen=True, kw_only=True):
@@ -495,6 +550,8 @@ class TrialQuarantined(Event, frozen=True, kw_only=True):
 EVENT_TYPES: tuple[type[Event], ...] = (
     LedgerInitialized,
     KeyAdded,
+    SignerEnrolled,
+    SigningStarted,
     CheckpointSigned,
     RecordImported,
     CampaignOpened,
@@ -524,18 +581,3 @@ BY_TOPIC: dict[str, type[Event]] = {f"arledger.{c.__name__}.v{SCHEMA}": c for c 
 TOPIC_OF: dict[type[Event], str] = {c: t for t, c in BY_TOPIC.items()}
 
 
-_NOT_ARTIFACTS = ("task_sha", "evaluator_sha", "tree_sha", "tree_sha_after")
-ARTIFACT_FIELDS: dict[type[Event], tuple[str, ...]] = {
-    c: tuple(n for n in c.__struct_fields__ if n.endswith("_sha") and n not in _NOT_ARTIFACTS) for c in EVENT_TYPES
-}
-"""For each event type, the fields that name an artifact in the store by its sha256."""
-
-
-def artifact_shas(event: Event) -> list[str]:
-    """Every artifact sha an event refers to."""
-    out = []
-    for name in ARTIFACT_FIELDS[type(event)]:
-        v = getattr(event, name)
-        if v:
-            out.append(v)
-    return out

@@ -19,7 +19,8 @@ artifact size) where present, ``TrialEvaluated`` (evaluator ``imported:<format>`
 exists, ``OutcomeLabelled`` with the record's status, and ``IncumbentPromoted`` for every keep,
 ``TrialQuarantined`` where the record's notes say the harness quarantined the trial; finally a
 ``RecordImported`` on the ledger aggregate with the sha256 of each source file. Every
-event's actor is ``importer:<format>``. Importing the same source (or into an existing campaign
+event's actor is ``importer:<format>``, and the append is signed with that actor's key
+(``ledger.identity.signer_for``). Importing the same source (or into an existing campaign
 name) twice is refused and nothing is written.
 """
 
@@ -38,6 +39,7 @@ from typing import Any
 
 from ledger import events as ev
 from ledger.aggregates import Campaign, Trial
+from ledger.identity import signer_for
 from ledger.store import LedgerError
 
 csv.field_size_limit(1 << 30)
@@ -233,11 +235,12 @@ def _emit_trial(w: _Writer, campaign: Campaign, *, number: int, at: float, speci
 
 def _finish(ledger: Any, w: _Writer, campaign: Campaign, *, fmt: str, source: Path, files: dict[str, str],
             trials: int, keeps: int) -> ImportResult:
+    writer = ledger.with_signer(signer_for(ledger, w.actor))  # signed as importer:<format>, enrolled on first use
     root = ledger.ledger_root()
     root._trigger(ev.RecordImported, actor=w.actor, format=fmt, source=str(source), files=files,
                   campaign_id=campaign.id, campaign=campaign.name, trials=trials)
     w.take(root)
-    ledger.save(*w.events)
+    writer.save(*w.events)
     return ImportResult(campaign=campaign.name, campaign_id=campaign.id, format=fmt, trials=trials, keeps=keeps,
                         events=len(w.events), files=files)
 

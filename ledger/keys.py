@@ -1,16 +1,23 @@
-"""Ed25519 signing keys and signed checkpoints.
+"""Ed25519 signing keys, signed appends and signed checkpoints.
 
 A checkpoint is the statement "the ledger <id> had <size> events with Merkle root <root>", signed
 with the key ``arledger init`` made. It is recorded in the ledger (CheckpointSigned) and written as
 a small text file that can be published or kept elsewhere; ``audit verify --checkpoint FILE`` later
 proves the ledger still extends exactly that state.
+
+Every append is signed too, by the writer's :class:`Signer`: one signature per transaction over
+``append_message`` — the ledger id, then for each event ``codec.event_digest`` (sha256 of its
+version, originator id, topic and stored bytes: everything but its position) and the artifact
+references the batch carries. An actor's key is trusted once a ledger key endorsed it
+(``endorsement_message``, recorded as SignerEnrolled).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -31,15 +38,25 @@ def public_hex(key: Ed25519PrivateKey) -> str:
 
 
 def generate_key(path: Path) -> Ed25519PrivateKey:
-    """Make a new key at ``path`` (mode 0600). Refuses to overwrite an existing file."""
+    """Make a new key at ``path`` (mode 0600). Refuses to overwrite an existing file
+    (FileExistsError); the file appears whole or not at all, so a process that loses a race to
+    make the same key can read the winner's."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    os.chmod(path, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.link(tmp, path)  # atomic, and fails if the key exists
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 
@@ -59,6 +76,68 @@ def load_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise LedgerError(f"signing key {path} is not an Ed25519 key")
     return key
+
+
+APPEND_HEADER = b"arledger signed append v1\n"
+ENDORSEMENT_HEADER = "arledger signer key v1"
+GENESIS_LEDGER_ID = bytes(16)
+"""The ledger id a batch signs with when it is the ledger's first (the id is that batch's first leaf)."""
+
+_COUNT = struct.Struct(">I")
+
+
+def append_message(ledger_id: bytes, digests: bytes, refs: bytes) -> bytes:
+    """What a writer signs for one append: ledger id (16 bytes), the number of events, their
+    digests (32 bytes each, in order), then the batch's artifact references (``refs`` rows)."""
+    return APPEND_HEADER + ledger_id + _COUNT.pack(len(digests) // 32) + digests + refs
+
+
+def endorsement_message(ledger_id: str, signer: str, public_key_hex: str) -> bytes:
+    return f"{ENDORSEMENT_HEADER}\nledger {ledger_id}\nsigner {signer}\nkey {public_key_hex}\n".encode()
+
+
+REF_ROW = struct.Struct(">I32s")
+"""One artifact reference of a signed batch: the event's index in the batch, the artifact's sha256."""
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An actor's identity: the name it writes under and its Ed25519 key."""
+
+    actor: str
+    key: Ed25519PrivateKey = field(repr=False, compare=False)
+    public_key: bytes = field(init=False)  # raw, 32 bytes
+    key_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        pub = self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        object.__setattr__(self, "public_key", pub)
+        object.__setattr__(self, "key_id", key_id(pub.hex()))
+
+    @property
+    def public_hex(self) -> str:
+        return self.public_key.hex()
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message)
+
+
+@dataclass(frozen=True)
+class SignedBatch:
+    """The signature row one append stores beside its events (see ``ledger.recorders``)."""
+
+    public_key: bytes  # raw, 32 bytes
+    signature: bytes  # 64 bytes
+    refs: bytes  # REF_ROW rows
+    genesis: bool  # signed with GENESIS_LEDGER_ID: valid only as the ledger's first batch
+
+
+def verify_raw(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 def checkpoint_message(ledger_id: str, size: int, root_hex: str) -> bytes:

@@ -31,6 +31,7 @@ __all__ = [
     "leaf_hash",
     "node_hash",
     "root",
+    "root_of_concat",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -79,6 +80,26 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
         level = nxt
         n = len(nxt)
     return bytes(level[0])
+
+
+def root_of_concat(leaf_hashes: bytes) -> bytes:
+    """``root`` of leaf hashes given as one byte string (32 bytes each, in order); faster on long
+    runs, since each pair is already adjacent."""
+    n = len(leaf_hashes) // HASH_SIZE
+    if n * HASH_SIZE != len(leaf_hashes):
+        raise ValueError("leaf hashes must be a multiple of 32 bytes")
+    if n == 0:
+        return EMPTY_ROOT
+    sha = _sha256
+    level = bytes(leaf_hashes)
+    while n > 1:
+        pairs = n // 2
+        nxt = b"".join([sha(b"\x01" + level[i:i + 64]).digest() for i in range(0, pairs * 64, 64)])
+        if n & 1:
+            nxt += level[pairs * 64:]
+        level = nxt
+        n = pairs + (n & 1)
+    return level
 
 
 class Frontier:
@@ -133,6 +154,21 @@ class Frontier:
             stack.append(h)
             size += 1
             self._size = size
+
+    def append_subtree(self, subtree_root: bytes, height: int) -> None:
+        """Append a perfect subtree of ``2**height`` leaves by its root; ``size`` must be a multiple
+        of ``2**height`` (the subtree is then a subtree of every larger tree, as RFC 6962 splits)."""
+        width = 1 << height
+        if self._size % width:
+            raise ValueError(f"a subtree of {width} leaves cannot start at {self._size}")
+        stack = self._hashes
+        h = bytes(subtree_root)
+        s = self._size >> height
+        while s & 1:
+            h = _sha256(b"\x01" + stack.pop() + h).digest()
+            s >>= 1
+        stack.append(h)
+        self._size += width
 
     def root(self) -> bytes:
         """``MTH`` of the leaves appended so far (folds the subtree roots right to left)."""

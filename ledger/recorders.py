@@ -1,33 +1,61 @@
-"""eventsourcing recorders that seal every stored event into the Merkle log in the same transaction.
+"""eventsourcing recorders that seal and sign every stored event in the same transaction.
 
-Each recorder stores events exactly as eventsourcing does, and in the same database transaction
-appends one leaf per event to ``arledger_leaves`` (position, notification id, leaf hash) and updates
-the tree's right edge in ``arledger_tree``. An append therefore returns only once its events are
-sealed, on every store. Positions are dense (0, 1, 2, …) in commit order; notification ids may have
-gaps on PostgreSQL (a rolled-back sequence value), positions never do.
+Each recorder stores events in eventsourcing's table, and in the same database transaction appends
+one leaf per event to ``arledger_leaves`` (position, notification id, leaf hash), updates the tree's
+right edge in ``arledger_tree`` and, for a signed append, stores the writer's signature in
+``arledger_signatures`` (first position, event count, public key, signature, artifact references:
+one row per append, keyed by the position of its first event). An append therefore returns only
+once its events are sealed and signed, on every store. Positions are dense (0, 1, 2, …) in commit
+order; notification ids may have gaps on PostgreSQL (a rolled-back sequence value), positions never
+do. The signature lives beside the event, not in it, so the stored bytes and the Merkle leaf format
+are those of ledgers written before signing existed.
 
-Each recorder also exposes the raw readers verification needs: ``iter_rows`` (stored rows in
-commit order, undecoded), ``iter_leaves`` and ``tree_state``; and ``select_recorded``, the one
-reading path of ``Ledger.events`` (rows from a leaf position, optionally of some topics only).
+Once a ledger holds any signature, an unsigned append is refused inside the transaction
+(:class:`SignatureRequired`), so a writer that has not learnt that the ledger was upgraded cannot
+slip an unsigned event in.
+
+Each recorder also exposes the raw readers the application needs: ``iter_rows`` (stored rows in
+commit order, undecoded), ``iter_leaves``, ``tree_state``, and ``select_recorded``, the one reading
+path of ``Ledger.events`` (rows from a leaf position, optionally of some topics only); verification
+reads through ``ledger.rawscan``.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from ledger.codec import leaf_data
+from ledger.keys import SignedBatch
 from ledger.merkle import Frontier, leaf_hash
 
 Row = tuple[int, "uuid.UUID | str", int, str, bytes]  # notification id, originator (UUID or hex), version, topic, state
 LeafRow = tuple[int, int, bytes]  # position, notification id, leaf hash
 RecordedRow = tuple[int, int, str, bytes]  # position, notification id, topic, stored state
+
+
+class SignatureRequired(RuntimeError):
+    """An unsigned append to a ledger whose events are signed."""
+
+
+class GenesisMismatch(RuntimeError):
+    """A batch signed as the ledger's first landed elsewhere (or the other way round): re-sign it."""
+
+
+def _check_signed(signed: SignedBatch | None, first: int, has_signatures: Any) -> None:
+    if signed is None:
+        if has_signatures():
+            raise SignatureRequired
+    elif signed.genesis != (first == 0):
+        raise GenesisMismatch
 
 
 def _seal(frontier: Frontier, ids: Sequence[int], stored: Sequence[StoredEvent]) -> list[LeafRow]:
@@ -51,20 +79,80 @@ class SealedSQLiteRecorder(SQLiteApplicationRecorder):
             "CREATE TABLE IF NOT EXISTS arledger_tree (id INTEGER PRIMARY KEY CHECK (id = 1), "
             "size INTEGER NOT NULL, frontier BLOB NOT NULL)"
         )
+        statements.append(
+            "CREATE TABLE IF NOT EXISTS arledger_signatures (position INTEGER PRIMARY KEY, "
+            "count INTEGER NOT NULL, public_key BLOB NOT NULL, signature BLOB NOT NULL, refs BLOB NOT NULL)"
+        )
         return statements
 
-    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        # the event INSERTs come first, so this transaction holds the write lock before it reads
-        # the tree state: concurrent writers serialise on SQLite's lock, never on a stale read.
-        ids = super()._insert_events(c, stored_events, **kwargs)
-        assert ids is not None
-        c.execute("SELECT frontier FROM arledger_tree WHERE id = 1")
-        row = c.fetchone()
-        frontier = Frontier.from_bytes(bytes(row[0])) if row else Frontier()
-        leaves = _seal(frontier, ids, stored_events)
-        c.executemany("INSERT INTO arledger_leaves VALUES (?, ?, ?)", leaves)
-        c.execute("INSERT OR REPLACE INTO arledger_tree VALUES (1, ?, ?)", (frontier.size, frontier.to_bytes()))
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._wconn: sqlite3.Connection | None = None
+        self._wpid = 0
+        self._wlock = threading.Lock()
+
+    def _writer(self) -> sqlite3.Connection:
+        """This recorder's own writer connection, with a statement cache (eventsourcing's pool
+        connections cache one statement, so each of an append's seven would be compiled anew)."""
+        if self._wconn is None or self._wpid != os.getpid():
+            self._wconn = sqlite3.connect(self.datastore.pool.db_name, uri=True, check_same_thread=False,
+                                          isolation_level=None, timeout=self.datastore.pool.lock_timeout or 5)
+            self._wpid = os.getpid()
+        return self._wconn
+
+    def close_writer(self) -> None:
+        if self._wconn is not None:
+            self._wconn.close()
+            self._wconn = None
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], *, signed: SignedBatch | None = None,
+                      **kwargs: Any) -> Sequence[int] | None:
+        """One transaction on the writer connection, straight through sqlite3 (eventsourcing's cursor
+        and transaction wrappers cost more than the statements)."""
+        with self._wlock:
+            c = self._writer()
+            try:
+                c.execute("BEGIN")
+                # the event INSERTs come first, so this transaction holds the write lock before it
+                # reads the tree state: concurrent writers serialise on SQLite's lock, never on a stale read.
+                ids = [c.execute(self.insert_events_statement,
+                                 (s.originator_id.hex if isinstance(s.originator_id, uuid.UUID) else s.originator_id,
+                                  s.originator_version, s.topic, s.state)).lastrowid for s in stored_events]
+                row = c.execute("SELECT frontier FROM arledger_tree WHERE id = 1").fetchone()
+                frontier = Frontier.from_bytes(bytes(row[0])) if row else Frontier()
+                first = frontier.size
+                _check_signed(signed, first,
+                              lambda: c.execute("SELECT 1 FROM arledger_signatures LIMIT 1").fetchone() is not None)
+                leaves = _seal(frontier, ids, stored_events)
+                if len(leaves) == 1:
+                    c.execute("INSERT INTO arledger_leaves VALUES (?, ?, ?)", leaves[0])
+                else:
+                    c.executemany("INSERT INTO arledger_leaves VALUES (?, ?, ?)", leaves)
+                c.execute("INSERT OR REPLACE INTO arledger_tree VALUES (1, ?, ?)", (frontier.size, frontier.to_bytes()))
+                if signed is not None:
+                    c.execute("INSERT INTO arledger_signatures VALUES (?, ?, ?, ?, ?)",
+                              (first, len(stored_events), signed.public_key, signed.signature, signed.refs))
+                c.execute("COMMIT")
+            except BaseException as e:
+                if c.in_transaction:
+                    c.rollback()
+                if isinstance(e, sqlite3.IntegrityError):
+                    raise IntegrityError(e) from e
+                if isinstance(e, sqlite3.OperationalError):
+                    raise OperationalError(e) from e
+                if isinstance(e, sqlite3.Error):
+                    raise PersistenceError(e) from e
+                raise
         return ids
+
+    def has_signatures(self) -> bool:
+        conn = self._ro()
+        try:
+            return conn.execute("SELECT 1 FROM arledger_signatures LIMIT 1").fetchone() is not None
+        except sqlite3.OperationalError:
+            return False  # a ledger from before signing, not yet opened for writing
+        finally:
+            conn.close()
 
     # raw readers ---------------------------------------------------------------------------
     def _ro(self) -> sqlite3.Connection:
@@ -152,12 +240,21 @@ class SealedPOPORecorder(POPOApplicationRecorder):
         super().__init__()
         self._leaves: list[LeafRow] = []
         self._frontier = Frontier()
+        self.signatures: list[tuple[int, int, bytes, bytes, bytes]] = []
 
-    def _update_table(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def _update_table(self, stored_events: Sequence[StoredEvent], *, signed: SignedBatch | None = None,
+                      **kwargs: Any) -> Sequence[int] | None:
+        first = self._frontier.size
+        _check_signed(signed, first, lambda: bool(self.signatures))
         ids = super()._update_table(stored_events, **kwargs)
         assert ids is not None
         self._leaves.extend(_seal(self._frontier, ids, stored_events))
+        if signed is not None:
+            self.signatures.append((first, len(stored_events), signed.public_key, signed.signature, signed.refs))
         return ids
+
+    def has_signatures(self) -> bool:
+        return bool(self.signatures)
 
     def iter_rows(self, batch: int = 4096) -> Iterator[Row]:
         with self._database_lock:
@@ -194,19 +291,87 @@ class SealedPOPORecorder(POPOApplicationRecorder):
         return out
 
 
+_APPEND_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION {fn}(evs {ev}[], pub bytea, sig bytea, refs bytea, genesis boolean)
+RETURNS SETOF bigint LANGUAGE plpgsql AS $body$
+DECLARE
+    fr bytea; sz bigint; first bigint; stack bytea[] := '{{}}'; h bytea; s bigint; t bytea; nid bigint;
+    e record; k int;
+BEGIN
+    SELECT frontier INTO fr FROM {tree} WHERE id = 1 FOR UPDATE;
+    IF fr IS NULL THEN
+        fr := decode('0000000000000000', 'hex');
+        INSERT INTO {tree} (id, size, frontier) VALUES (1, 0, fr);
+    END IF;
+    sz := ('x' || encode(substring(fr FROM 1 FOR 8), 'hex'))::bit(64)::bigint;
+    FOR k IN 0 .. (length(fr) - 8) / 32 - 1 LOOP
+        stack := stack || substring(fr FROM 9 + 32 * k FOR 32);
+    END LOOP;
+    first := sz;
+    IF sig IS NULL THEN
+        IF EXISTS (SELECT 1 FROM {sigs}) THEN
+            RAISE EXCEPTION 'arledger: this ledger''s events are signed' USING ERRCODE = 'AR001';
+        END IF;
+    ELSIF genesis <> (first = 0) THEN
+        RAISE EXCEPTION 'arledger: signed for another position' USING ERRCODE = 'AR002';
+    END IF;
+    FOREACH e IN ARRAY evs LOOP
+        INSERT INTO {events} (originator_id, originator_version, topic, state)
+            VALUES (e.originator_id, e.originator_version, e.topic, e.state) RETURNING notification_id INTO nid;
+        t := convert_to(e.topic, 'UTF8');
+        h := sha256('\x00'::bytea || int8send(sz) || int8send(e.originator_version) || uuid_send(e.originator_id)
+                    || int2send(length(t)::int2) || t || e.state);
+        INSERT INTO {leaves} (position, notification_id, leaf) VALUES (sz, nid, h);
+        s := sz;
+        WHILE s % 2 = 1 LOOP
+            h := sha256('\x01'::bytea || stack[cardinality(stack)] || h);
+            stack := stack[1:cardinality(stack) - 1];
+            s := s / 2;
+        END LOOP;
+        stack := stack || h;
+        sz := sz + 1;
+        RETURN NEXT nid;
+    END LOOP;
+    fr := int8send(sz);
+    FOR k IN 1 .. cardinality(stack) LOOP
+        fr := fr || stack[k];
+    END LOOP;
+    UPDATE {tree} SET size = sz, frontier = fr WHERE id = 1;
+    IF sig IS NOT NULL THEN
+        INSERT INTO {sigs} (position, count, public_key, signature, refs) VALUES (first, cardinality(evs), pub, sig, refs);
+    END IF;
+END
+$body$
+"""
+
+
 def _postgres_recorder_class() -> type:
     """Defined lazily so that psycopg is needed only when PostgreSQL is used."""
+    from eventsourcing.persistence import InterfaceError
     from eventsourcing.postgres import PostgresApplicationRecorder
+    from eventsourcing.utils import retry
     from psycopg.rows import tuple_row
     from psycopg.sql import SQL, Identifier
 
     class SealedPostgresRecorder(PostgresApplicationRecorder):
+        """Appends go through one server function, ``arledger_append`` (below), called in one round
+        trip that also commits: it takes the tree row FOR UPDATE, inserts the events, seals each
+        (the leaf as ``codec.leaf_data`` defines it, the frontier as ``merkle.Frontier`` keeps it),
+        stores the signature row, and returns the notification ids. It replaces eventsourcing's
+        insert (LOCK TABLE … IN EXCLUSIVE MODE, NOTIFY) and the separate sealing round trips. The row
+        lock is taken before the events draw their notification ids and held to commit, so ids,
+        positions and commits are in one order, as the table lock made them; compare-and-set stays
+        the primary key. Verification recomputes every leaf itself and trusts nothing the function
+        wrote."""
+
         def __init__(self, datastore: Any, **kwargs: Any):
             super().__init__(datastore, **kwargs)
             schema = Identifier(self.datastore.schema)
             self._leaves_t = SQL("{0}.arledger_leaves").format(schema)
             self._tree_t = SQL("{0}.arledger_tree").format(schema)
+            self._sigs_t = SQL("{0}.arledger_signatures").format(schema)
             self._events_t = SQL("{0}.{1}").format(schema, Identifier(self.events_table_name))
+            self._append_f = SQL("{0}.arledger_append").format(schema)
             self.sql_create_statements.append(
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {0} (position bigint PRIMARY KEY, "
@@ -219,29 +384,50 @@ def _postgres_recorder_class() -> type:
                     "size bigint NOT NULL, frontier bytea NOT NULL)"
                 ).format(self._tree_t)
             )
-
-        def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
-                                           **kwargs: Any) -> Sequence[int] | None:
-            ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-            assert ids is not None
-            # the events table is locked IN EXCLUSIVE MODE by eventsourcing for this transaction,
-            # so reading the tree state here is serialised with every other writer.
-            curs.execute(SQL("SELECT frontier FROM {0} WHERE id = 1").format(self._tree_t))
-            row = curs.fetchone()
-            frontier = Frontier.from_bytes(bytes(row["frontier"])) if row else Frontier()
-            leaves = _seal(frontier, ids, stored_events)
-            curs.executemany(
-                SQL("INSERT INTO {0} (position, notification_id, leaf) VALUES (%s, %s, %s)").format(self._leaves_t),
-                leaves,
+            # the row every writer locks: present from the start, so even the first append serialises
+            self.sql_create_statements.append(
+                SQL("INSERT INTO {0} (id, size, frontier) VALUES (1, 0, decode('0000000000000000', 'hex')) "
+                    "ON CONFLICT (id) DO NOTHING").format(self._tree_t)
             )
-            curs.execute(
+            self.sql_create_statements.append(
                 SQL(
-                    "INSERT INTO {0} (id, size, frontier) VALUES (1, %s, %s) ON CONFLICT (id) DO UPDATE "
-                    "SET size = EXCLUDED.size, frontier = EXCLUDED.frontier"
-                ).format(self._tree_t),
-                (frontier.size, frontier.to_bytes()),
+                    "CREATE TABLE IF NOT EXISTS {0} (position bigint PRIMARY KEY, count int NOT NULL, "
+                    "public_key bytea NOT NULL, signature bytea NOT NULL, refs bytea NOT NULL)"
+                ).format(self._sigs_t)
             )
-            return ids
+            self.sql_create_statements.append(SQL(_APPEND_FUNCTION).format(
+                fn=self._append_f, ev=SQL("{0}.{1}").format(schema, Identifier(self.stored_event_type_name)),
+                events=self._events_t, leaves=self._leaves_t, tree=self._tree_t, sigs=self._sigs_t))
+            self._q_append = SQL("SELECT nid FROM {0}(%s, %s, %s, %s, %s) AS nid").format(self._append_f)
+            self._q_has_sigs = SQL("SELECT EXISTS (SELECT 1 FROM {0})").format(self._sigs_t)
+
+        @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+        def insert_events(self, stored_events: Sequence[StoredEvent], *, signed: SignedBatch | None = None,
+                          **kwargs: Any) -> Sequence[int] | None:
+            if not stored_events:
+                return []
+            import psycopg
+
+            pg_events = [self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+                         for e in stored_events]
+            params = (pg_events, None, None, None, False) if signed is None else \
+                (pg_events, signed.public_key, signed.signature, signed.refs, signed.genesis)
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+                try:
+                    curs.execute(self._q_append, params, prepare=True)
+                    return [r[0] for r in curs.fetchall()]
+                except psycopg.Error as e:
+                    if e.sqlstate == "AR001":
+                        raise SignatureRequired from None
+                    if e.sqlstate == "AR002":
+                        raise GenesisMismatch from None
+                    raise
+
+        def has_signatures(self) -> bool:
+            with self.datastore.transaction(commit=False) as curs:
+                curs.execute(self._q_has_sigs)
+                row = curs.fetchone()
+            return bool(row and next(iter(row.values())))
 
         def iter_rows(self, batch: int = 4096) -> Iterator[Row]:
             with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor(

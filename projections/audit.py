@@ -65,8 +65,7 @@ class CodeResolver:
     def _baseline(self, info: CampaignInfo) -> dict[str, str] | None:
         if self.artifacts is None:
             return None
-        for key in BASELINE_KEYS:
-            sha = info.config.get(key)
+        for sha in (info.baseline_sha, *(info.config.get(key) for key in BASELINE_KEYS)):
             if isinstance(sha, str) and sha:
                 try:
                     data = json.loads(self.artifacts.get(sha))

@@ -80,6 +80,7 @@ class CampaignInfo:
     specialists: list[tuple[str, str]] = field(default_factory=list)  # (name, surface)
     budgets: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    baseline_sha: str | None = None  # the baseline snapshot artifact (older ledgers: config["baseline_tree_sha"])
     harness_version: str = ""
     harness_history: list[tuple[float, str, str]] = field(default_factory=list)  # (at, version, reason)
     seed: int = 0

@@ -184,6 +184,7 @@ class TrialTable(Projection):
         c.specialists = [(s.name, s.surface) for s in e.specialists]
         c.budgets, c.config, c.harness_version, c.seed = dict(e.budgets), dict(e.config), e.harness_version, e.seed
         c.policy = e.noise_policy
+        c.baseline_sha = e.baseline_sha
         c.harness_history.append((e.at, e.harness_version, "opened"))
         c.opened_at, c.position, c.actor, c.last_at = e.at, rec.position, e.actor, e.at
         self.by_name[e.name] = c.campaign_id

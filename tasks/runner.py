@@ -38,6 +38,7 @@ from typing import Any
 
 from ledger.aggregates import Campaign, CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
+from ledger.identity import signer_for
 from ledger.lifecycle import LEASED, QUEUED
 from ledger.store import LedgerError
 from tasks import bwrap, classify, sandbox
@@ -87,7 +88,10 @@ class Runner:
                  ledger: Ledger | None = None, log: Callable[[str], None] | None = None, grace_s: float = 3.0,
                  keep_workdirs: bool = False, reap_margin_s: float = 0.5, metrics_every_s: float = 2.0,
                  isolate: bool = True):
-        self.ledger = ledger if ledger is not None else _open_ledger(ledger_url)
+        base = ledger if ledger is not None else _open_ledger(ledger_url)
+        # every event it writes is signed as this host's runner (one identity per host: a restarted
+        # runner needs no new enrolment)
+        self.ledger = base.with_signer(signer_for(base, f"runner:{socket.gethostname()}"))
         self._own_ledger = ledger is None
         self.runner_id = runner_id or f"{socket.gethostname()}-{os.getpid()}"
         self.lease_s = float(lease_s)

@@ -65,16 +65,15 @@ def open_campaign(ledger: Ledger, spec: TaskSpec, campaign: str, *, actor: str, 
         return camp
     base = wsp.baseline_files(spec)
     base_sha = ledger.artifacts.put(json.dumps(base, sort_keys=True))
-    cfg = {"baseline_tree_sha": base_sha, "baseline_tree": wsp.tree_sha(base), "task_path": str(spec.root),
-           "evaluator_files": list(spec.evaluator_files), "stage_into_workspace": list(spec.stage_into_workspace),
-           **(config or {})}
+    cfg = {"task_path": str(spec.root), "evaluator_files": list(spec.evaluator_files),
+           "stage_into_workspace": list(spec.stage_into_workspace), **(config or {})}
     b = spec.budgets
     camp = Campaign.open(
         name=campaign, actor=actor, task=spec.name, task_version=spec.version, task_sha=spec.content_sha(),
         metric=spec.metric, direction=spec.direction, noise_policy=policy or noise_policy(spec), arm=arm,
         specialists=[ev.SpecialistDecl(name=s.name, surface=s.surface, preamble=s.preamble) for s in spec.specialists],
         budgets={"preflight_s": b.preflight_s, "train_s": b.train_s, "eval_s": b.eval_s}, config=cfg,
-        harness_version=ARLEDGER_VERSION, seed=seed)
+        harness_version=ARLEDGER_VERSION, seed=seed, baseline_sha=base_sha, baseline_tree=wsp.tree_sha(base))
     try:
         ledger.save(camp)
     except ConflictError:

@@ -190,11 +190,12 @@ def _ledger_key(ledger: Ledger) -> str:
 
 
 def baseline_for_campaign(ledger: Ledger, campaign_id: uuid.UUID) -> dict[str, str]:
-    """The baseline snapshot a campaign recorded when it was opened (``config.baseline_tree_sha``)."""
+    """The baseline snapshot a campaign recorded when it was opened (``CampaignOpened.baseline_sha``;
+    older ledgers kept it in ``config.baseline_tree_sha``)."""
     camp = ledger.load(Campaign, campaign_id)
     if camp.opened is None:
         raise WorkspaceError(f"campaign {campaign_id} was never opened; no baseline to start from", "crash")
-    sha = (camp.opened.config or {}).get("baseline_tree_sha")
+    sha = camp.opened.baseline_sha or (camp.opened.config or {}).get("baseline_tree_sha")
     if not sha:
         raise WorkspaceError(f"campaign {camp.name} recorded no baseline snapshot; its trials cannot be rebuilt",
                              "crash")

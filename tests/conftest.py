@@ -33,6 +33,13 @@ if PG_SKIP and os.environ.get("CI") and os.environ.get("ARLEDGER_REQUIRE_PG", "1
     raise RuntimeError(f"CI run but {PG_SKIP}")
 
 
+@pytest.fixture(autouse=True)
+def _arledger_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Actor keys and the ledger key of PostgreSQL and memory ledgers live under $ARLEDGER_HOME
+    (else ~/.arledger): one fresh home per test, inherited by the processes it starts."""
+    monkeypatch.setenv("ARLEDGER_HOME", str(tmp_path_factory.mktemp("arledger-home")))
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL schema for one test, dropped afterwards."""

@@ -13,10 +13,13 @@ from ledger.merkle import Frontier
 
 
 def populate(url: str, tmp: Path, trials: int = 12) -> tuple[Ledger, Path]:
-    """An initialised ledger with a campaign, trials with diff artifacts, and an external checkpoint."""
+    """An initialised ledger with a campaign (its baseline snapshot an artifact), trials with diff
+    artifacts, and an external checkpoint. The ledger key is ``tmp/signing.key`` (not where a new
+    process would look for it)."""
     led, _kp, _ = init_ledger(url, tmp / "signing.key")
+    base = led.artifacts.put('{"train.py": "LR = 0.001\\n"}')
     c = Campaign.open(name="demo", actor="human:test", task="golf-mini", task_version="1", task_sha="ab" * 32,
-                      metric="val_bpb", direction="min")
+                      metric="val_bpb", direction="min", baseline_sha=base, baseline_tree="cd" * 32)
     led.save(c)
     for n in range(trials):
         diff = f"--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-LR = 0.001\n+LR = 0.00{n + 2}\n"
@@ -40,7 +43,7 @@ class RawDB:
         if self.kind == "sqlite":
             self.conn = sqlite3.connect(str(led.cfg.path), isolation_level=None)
             self.events, self.nid, self.p = "stored_events", "rowid", "?"
-            self.leaves, self.tree = "arledger_leaves", "arledger_tree"
+            self.leaves, self.tree, self.sigs = "arledger_leaves", "arledger_tree", "arledger_signatures"
         else:
             import psycopg
 
@@ -48,7 +51,7 @@ class RawDB:
             self.conn = psycopg.connect(host=c.host, port=c.port, user=c.user, dbname=c.dbname, autocommit=True)
             s = f'"{c.schema}"'
             self.events, self.nid, self.p = f"{s}.arledger_events", "notification_id", "%s"
-            self.leaves, self.tree = f"{s}.arledger_leaves", f"{s}.arledger_tree"
+            self.leaves, self.tree, self.sigs = f"{s}.arledger_leaves", f"{s}.arledger_tree", f"{s}.arledger_signatures"
 
     def q(self, sql: str, params: tuple = ()) -> list[tuple]:
         cur = self.conn.execute(sql.replace("?", self.p), params)
@@ -67,6 +70,65 @@ class RawDB:
         b[min(byte, len(b) - 1)] ^= 0x01
         self.q(f"UPDATE {self.events} SET state = ? WHERE {self.nid} = ?", (bytes(b), nid))
         return nid
+
+    def alter_event_column(self, index: int, column: str) -> None:
+        """Change one column of the row at ``index`` as a database user could: another originator id,
+        or a topic with one byte flipped (on SQLite no longer valid UTF-8)."""
+        nid = self.rows()[index][0]
+        if column == "originator_id":
+            new = str(uuid.uuid4()) if self.kind == "postgres" else uuid.uuid4().hex
+            self.q(f"UPDATE {self.events} SET originator_id = ? WHERE {self.nid} = ?", (new, nid))
+        elif column == "topic":
+            if self.kind == "sqlite":
+                (t,) = self.conn.execute("SELECT CAST(topic AS BLOB) FROM stored_events WHERE rowid = ?", (nid,)).fetchone()
+                b = bytearray(t)
+                b[3] ^= 0x80
+                self.q("UPDATE stored_events SET topic = CAST(? AS TEXT) WHERE rowid = ?", (bytes(b), nid))
+            else:
+                self.q(f"UPDATE {self.events} SET topic = replace(topic, 'arledger', 'arledgeR') WHERE {self.nid} = ?",
+                       (nid,))
+        else:
+            raise ValueError(column)
+
+    def set_event_value(self, index: int, column: str, value: object) -> None:
+        nid = self.rows()[index][0]
+        self.q(f"UPDATE {self.events} SET {column} = ? WHERE {self.nid} = ?", (value, nid))
+
+    def flip_leaf(self, position: int) -> None:
+        (leaf,) = self.q(f"SELECT leaf FROM {self.leaves} WHERE position = ?", (position,))[0]
+        b = bytearray(bytes(leaf))
+        b[0] ^= 0x01
+        self.q(f"UPDATE {self.leaves} SET leaf = ? WHERE position = ?", (bytes(b), position))
+
+    def flip_signature(self, position: int, column: str) -> None:
+        (v,) = self.q(f"SELECT {column} FROM {self.sigs} WHERE position = ?", (position,))[0]
+        b = bytearray(bytes(v))
+        b[len(b) // 2] ^= 0x01
+        self.q(f"UPDATE {self.sigs} SET {column} = ? WHERE position = ?", (bytes(b), position))
+
+    def append_sealed(self, oid: uuid.UUID, version: int, topic: str, state: bytes) -> int:
+        """Append an event row and seal it in the Merkle log (leaf and tree head), bypassing arledger:
+        what someone with write access to the database can do. Returns its position."""
+        from ledger.codec import leaf_data
+        from ledger.merkle import leaf_hash
+
+        o = str(oid) if self.kind == "postgres" else oid.hex
+        if self.kind == "sqlite":
+            cur = self.conn.execute("INSERT INTO stored_events (originator_id, originator_version, topic, state) "
+                                    "VALUES (?, ?, ?, ?)", (o, version, topic, state))
+            nid = cur.lastrowid
+        else:
+            nid = self.conn.execute(f"INSERT INTO {self.events} (originator_id, originator_version, topic, state) "
+                                    "VALUES (%s, %s, %s, %s) RETURNING notification_id", (o, version, topic, state)
+                                    ).fetchone()[0]
+        (frontier,) = self.q(f"SELECT frontier FROM {self.tree} WHERE id = 1")[0]
+        fr = Frontier.from_bytes(bytes(frontier))
+        pos = fr.size
+        leaf = leaf_hash(leaf_data(pos, oid, version, topic, state))
+        fr.append(leaf)
+        self.q(f"INSERT INTO {self.leaves} (position, notification_id, leaf) VALUES (?, ?, ?)", (pos, nid, leaf))
+        self.q(f"UPDATE {self.tree} SET size = ?, frontier = ? WHERE id = 1", (fr.size, fr.to_bytes()))
+        return pos
 
     def delete(self, index: int) -> int:
         nid = self.rows()[index][0]
