@@ -92,3 +92,12 @@ def test_verify_names_a_tampered_event_and_exits_1(fresh: World) -> None:
     assert res.exit_code == 1 and "FAILED" in res.output and "position 7" in res.output
     assert "Traceback" not in res.output
     assert os.path.exists(db)
+
+
+def test_keys_list_and_upgrade_on_a_signed_ledger(fresh: World) -> None:
+    res = fresh.run("keys", "list")
+    assert res.exit_code == 0 and "agent:campaign" in res.output and "runner:" in res.output
+    up = fresh.run("audit", "upgrade", "--key", str(fresh.root / "store" / "signing.key"))
+    assert up.exit_code == 0 and "already signed" in up.output and "nothing to do" in up.output
+    bad = fresh.run("keys", "trust", "runner:elsewhere", "not-hex", "--key", str(fresh.root / "store" / "signing.key"))
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
