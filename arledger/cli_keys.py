@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from arledger.options import LEDGER, open_ledger
+from arledger.options import KEY, LEDGER, open_ledger
 from ledger.store import LedgerError
 
 
@@ -31,13 +31,17 @@ def keys_list(ledger_url: str | None) -> None:
 
     with open_ledger(ledger_url) as led:
         root = led.ledger_root()
-        table = Table(show_header=True, header_style="bold")
-        for col in ("actor", "key id", "endorsed by", "enrolled", "reason"):
-            table.add_column(col)
+        # ids and times never cut; the reason wraps
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("actor", no_wrap=True)
+        table.add_column("key id", no_wrap=True)
+        table.add_column("endorsed by", no_wrap=True)
+        table.add_column("enrolled (UTC)", no_wrap=True)
+        table.add_column("reason", overflow="fold", ratio=1)
         for kid in root.public_keys:
             table.add_row("ledger", kid, "-", "-", "the ledger key (arledger init / KeyAdded)")
         for e in root.enrolments:
-            when = dt.datetime.fromtimestamp(e.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            when = dt.datetime.fromtimestamp(e.at, dt.UTC).strftime("%m-%d %H:%M")
             table.add_row(e.signer, e.key_id, e.endorsed_by, when, e.reason)
         Console(soft_wrap=True, highlight=False, markup=False).print(table)
         kd = keys_dir(led)
@@ -52,8 +56,7 @@ def keys_list(ledger_url: str | None) -> None:
 @click.argument("actor")
 @click.argument("public_key")
 @LEDGER
-@click.option("--key", "key_path", type=click.Path(path_type=Path), envvar="ARLEDGER_KEY", default=None,
-              help="The ledger key (default: signing.key beside the SQLite ledger, or under $ARLEDGER_HOME).")
+@KEY
 def keys_trust(actor: str, public_key: str, ledger_url: str | None, key_path: Path | None) -> None:
     """Trust ACTOR's PUBLIC_KEY (hex) for signing events: records it, endorsed by the ledger key.
     Run it where the ledger key is; a writer on another host prints this command for itself."""

@@ -198,7 +198,7 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
         for i, r in enumerate(chain):
             out(("" if i == 0 else "  " * (i - 1) + " └─ ") + trial_tag(r, info.metric) + " " + _clip(r.hypothesis, 90))
         if kids:
-            out(f"Children ({len(kids)}): " + ", ".join(f"#{r.number:03d} {r.status or r.phase}" for r in kids[:40])
+            out(f"Children ({len(kids)}): " + ", ".join(f"#{r.number:03d} {r.state}" for r in kids[:40])
                 + (" …" if len(kids) > 40 else ""))
         out("")
         if diff is not None:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -72,6 +74,10 @@ class Group(click.Group):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise click.ClickException(f"the ledger cannot be read or written ({first}); run `arledger audit verify` "
                                        "to locate the damage") from None
+        except BrokenPipeError:  # the reader went away (`arledger log | head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except OSError as e:  # a file the user named cannot be read or written
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}") from None

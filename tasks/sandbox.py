@@ -414,13 +414,24 @@ def run(argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str], log_pat
     killed = False
 
     def _poll() -> None:
+        """The run's processes: its process group and session, and every descendant of the process
+        started (inside a sandbox they live in their own session, out of wait4's reach)."""
         nonlocal peak_rss
         rss = 0
-        for p in _pids():
-            st = _stat(p)
-            if st is None or st[0] in ("Z", "X"):
-                continue
-            if st[2] == pgid or st[3] == pgid:
+        stats = {p: st for p in _pids() if (st := _stat(p)) is not None and st[0] not in ("Z", "X")}
+        ours = {p for p, st in stats.items() if st[2] == pgid or st[3] == pgid}
+        frontier = list(ours | {pid})
+        children: dict[int, list[int]] = {}
+        for p, st in stats.items():
+            children.setdefault(st[1], []).append(p)
+        while frontier:
+            for c in children.get(frontier.pop(), ()):
+                if c not in ours:
+                    ours.add(c)
+                    frontier.append(c)
+        for p in ours:
+            st = stats.get(p)
+            if st is not None:
                 seen[p] = st[4]
                 rss += st[5] * _PAGE
         peak_rss = max(peak_rss, rss)
@@ -482,8 +493,12 @@ def run(argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str], log_pat
         proc.returncode = exit_status if exit_status is not None else -(sig or 0)
     else:
         proc.returncode = -1
-    # processes nobody waited for (escaped or left behind, killed above) are not in wait4's rusage
+    # processes nobody waited for (escaped or left behind, killed above) are not in wait4's rusage;
+    # inside a sandbox, nothing below bubblewrap's own is: there the polled ticks are the measure
+    # (each process as last seen, up to one poll interval short)
     cpu += sum(leftovers.values()) / _TICK
+    if box is not None:
+        cpu = max(cpu, sum(t for p, t in seen.items() if p != pid) / _TICK)
     return RunResult(exit_status=exit_status, signal=sig, timed_out=timed_out, stopped=stopped,
                      wall_s=m1 - m0, cpu_s=cpu, peak_rss_bytes=max(maxrss, peak_rss), peak_gpu_bytes=peak_gpu,
                      log_path=log_path, log_bytes=reader.bytes, log_truncated=reader.truncated,
