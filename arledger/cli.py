@@ -4,6 +4,7 @@
     arledger run                       run a campaign (default: golf-mini, offline specialists)
     arledger runner                    claim and train queued trials
     arledger log | status | show | lineage | diff
+    arledger note "..." | note --close N | notes     steering notes for a running campaign
     arledger audit verify | checkpoint | prove | check-proof | report
     arledger export --out DIR          tables, LaTeX, figures and a signed manifest
 """
@@ -86,6 +87,10 @@ def event_summary(e: ev.Event) -> str:
         return f"{e.previous_status} → {e.status}: {e.reason}"
     if t is ev.SpecialistRetired:
         return f"{e.specialist}: {e.reason}"
+    if t is ev.NoteAdded:
+        return f"note {e.number} to {e.specialist or 'all'}: {e.text}"
+    if t is ev.NoteClosed:
+        return f"note {e.number} closed" + (f": {e.reason}" if e.reason else "")
     if t is ev.CampaignClosed:
         return e.reason
     return ""
@@ -249,9 +254,9 @@ def audit_check_proof(proof_file: Path, public_key: str | None) -> None:
 
 
 def _register_parts() -> None:
-    from arledger import cli_read, cli_run, cli_tasks
+    from arledger import cli_notes, cli_read, cli_run, cli_tasks
 
-    for mod in (cli_tasks, cli_read, cli_run):
+    for mod in (cli_tasks, cli_read, cli_run, cli_notes):
         reg = getattr(mod, "register", None)
         if reg is not None:
             reg(cli)

@@ -9,7 +9,8 @@ Three kinds of aggregate own the events:
 
 * the **ledger** itself (one per store; id ``LEDGER_ID``): initialisation, signed checkpoints,
   imports;
-* a **campaign**: opened, trials registered, noise measured, incumbents promoted, closed;
+* a **campaign**: opened, trials registered, noise measured, incumbents promoted, specialists
+  retired, steering notes added and closed, closed;
 * a **trial**: proposed, preflight, launch, claim, lease, start, metrics, finish, evaluation,
   outcome (the runner's part ends here), verdict (the campaign's), relabel (a correction).
 """
@@ -289,6 +290,25 @@ class SpecialistRetired(Event, frozen=True, kw_only=True):
     reason: str
 
 
+class NoteAdded(Event, frozen=True, kw_only=True):
+    """A steering note a person left for a running campaign ("stop trying X", "focus on the
+    tokenizer"): shown in the lineage view of the specialist it addresses (``specialist`` empty:
+    every specialist) until it is closed. ``number`` counts the campaign's notes from 1."""
+
+    aggregate: ClassVar[str] = "campaign"
+    number: int
+    text: str
+    specialist: str = ""
+
+
+class NoteClosed(Event, frozen=True, kw_only=True):
+    """A steering note retired: no lineage view shows it from here on (the log keeps it)."""
+
+    aggregate: ClassVar[str] = "campaign"
+    number: int
+    reason: str = ""
+
+
 class CampaignClosed(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "campaign"
     reason: str
@@ -504,6 +524,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     IncumbentPromoted,
     SpecialistRetired,
     CampaignClosed,
+    NoteAdded,
+    NoteClosed,
     TrialProposed,
     PreflightChecked,
     LaunchRequested,

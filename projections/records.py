@@ -68,6 +68,33 @@ class Promotion:
 
 
 @dataclass(slots=True)
+class Note:
+    """A steering note left for a campaign: who left it, for whom ("" = every specialist), and
+    whether (and by whom, why) it was closed."""
+
+    number: int
+    text: str
+    specialist: str
+    actor: str
+    at: float
+    closed_at: float | None = None
+    closed_by: str = ""
+    close_reason: str = ""
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+    def addresses(self, specialist: str) -> bool:
+        return not self.specialist or self.specialist == specialist
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["open"] = self.open
+        return d
+
+
+@dataclass(slots=True)
 class CampaignInfo:
     campaign_id: uuid.UUID
     name: str
@@ -97,6 +124,11 @@ class CampaignInfo:
 
     policy: ev.NoisePolicyDecl | None = None
     retired: dict[str, str] = field(default_factory=dict)  # specialist -> why it proposes no more
+    notes: list[Note] = field(default_factory=list)  # steering notes, by number
+
+    def open_notes(self, specialist: str | None = None) -> list[Note]:
+        """The notes still open, those addressing ``specialist`` only when one is named."""
+        return [n for n in self.notes if n.open and (specialist is None or n.addresses(specialist))]
 
     @property
     def noise_sd(self) -> float:
@@ -133,7 +165,7 @@ class CampaignInfo:
             "harness_history": [list(h) for h in self.harness_history], "seed": self.seed,
             "opened_at": self.opened_at, "actor": self.actor, "noise": list(self.noise),
             "noise_sd": self.noise_sd, "promotions": [p.to_dict() for p in self.promotions],
-            "retired": dict(self.retired),
+            "retired": dict(self.retired), "notes": [n.to_dict() for n in self.notes],
             "closed_at": self.closed_at, "closed_reason": self.closed_reason, "state": self.state,
             "baseline_id": str(self.baseline_id) if self.baseline_id else None,
             "incumbent_number": self.incumbent_number, "incumbent_score": self.incumbent_score,

@@ -42,6 +42,7 @@ from ledger.lifecycle import phase_after
 from projections.base import Projection
 from projections.records import (
     CampaignInfo,
+    Note,
     Promotion,
     TrialRow,
     Verdict,
@@ -200,6 +201,18 @@ class TrialTable(Projection):
     def on_SpecialistRetired(self, rec: Recorded, e: ev.SpecialistRetired) -> None:
         c = self._camp(e.originator_id)
         c.retired[e.specialist] = e.reason
+        self.touched_campaign = c.campaign_id
+
+    def on_NoteAdded(self, rec: Recorded, e: ev.NoteAdded) -> None:
+        c = self._camp(e.originator_id)
+        c.notes.append(Note(number=e.number, text=e.text, specialist=e.specialist, actor=e.actor, at=e.at))
+        self.touched_campaign = c.campaign_id
+
+    def on_NoteClosed(self, rec: Recorded, e: ev.NoteClosed) -> None:
+        c = self._camp(e.originator_id)
+        for n in c.notes:
+            if n.number == e.number:
+                n.closed_at, n.closed_by, n.close_reason = e.at, e.actor, e.reason
         self.touched_campaign = c.campaign_id
 
     def on_CampaignClosed(self, rec: Recorded, e: ev.CampaignClosed) -> None:
