@@ -125,7 +125,8 @@ def status_cmd(ledger_url: str | None, as_json: bool) -> None:
             labels = ", ".join(f"{n} {k}" for k, n in s["status_counts"].items()) or "none labelled yet"
             base = ("labelled " + ", ".join(s["baseline_status_counts"])) if s["baseline_status_counts"] else "not labelled yet"
             score = f", {s['metric']} {fmt_metric(s['start'])}" if s["start"] is not None else ""
-            con.print(f"{s['name']}: {s['trials']} trials — {labels}; plus the baseline ({base}{score})")
+            saved = f"; early stopping saved {s['compute_saved_s']:.0f} s of compute" if s["compute_saved_s"] else ""
+            con.print(f"{s['name']}: {s['trials']} trials — {labels}; plus the baseline ({base}{score}){saved}")
 
 
 @click.command("show")

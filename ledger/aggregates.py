@@ -324,6 +324,18 @@ class Trial(Aggregate):
         self._fence(runner, epoch)
         return self._trigger(ev.MetricsLogged, at=at, epoch=epoch, points=points, actor=f"runner:{runner}")
 
+    def stop_early(self, runner: str, epoch: int, *, metric: str, step: int, value: float,
+                   reference_id: uuid.UUID, reference_number: int, reference_step: int, reference_value: float,
+                   margin: float, after_step: int = 0, compare: str = "incumbent", direction: str = "min",
+                   reference_compute_s: float = 0.0, rule: str = "", at: float | None = None) -> ev.Event:
+        """The runner stopped this attempt's run by the task's early-stopping rule."""
+        self._fence(runner, epoch)
+        return self._trigger(ev.RunStoppedEarly, at=at, epoch=epoch, actor=f"runner:{runner}", metric=metric,
+                             step=step, value=value, reference_id=reference_id, reference_number=reference_number,
+                             reference_step=reference_step, reference_value=reference_value, margin=margin,
+                             after_step=after_step, compare=compare, direction=direction,
+                             reference_compute_s=reference_compute_s, rule=rule)
+
     def finish(self, runner: str, epoch: int, *, exit_status: int | None, signal: int | None = None,
                timed_out: bool = False, wall_s: float = 0.0, cpu_s: float = 0.0, peak_rss_bytes: int = 0,
                peak_gpu_bytes: int = 0, artifact_sha: str | None = None, artifact_bytes: int = 0,

@@ -11,7 +11,7 @@ Three kinds of aggregate own the events:
   imports;
 * a **campaign**: opened, trials registered, noise measured, incumbents promoted, specialists
   retired, steering notes added and closed, closed;
-* a **trial**: proposed, preflight, launch, claim, lease, start, metrics, finish, evaluation,
+* a **trial**: proposed, preflight, launch, claim, lease, start, metrics, stopped early, finish, evaluation,
   outcome (the runner's part ends here), verdict (the campaign's), relabel (a correction).
 """
 
@@ -423,6 +423,30 @@ class MetricsLogged(Event, frozen=True, kw_only=True):
     points: list[MetricPoint]
 
 
+class RunStoppedEarly(Event, frozen=True, kw_only=True):
+    """The runner stopped the run by the task's ``[early_stop]`` rule: at ``step`` the logged
+    ``metric`` was ``value``, worse than the reference run's ``reference_value`` (its point at
+    ``reference_step``) by more than ``margin``. ``reference_compute_s`` is the reference run's
+    training + evaluation seconds: what a full run would have cost, against which the saving is
+    estimated. Saved before the trial's TrialFinished; its label is ``stopped_early``."""
+
+    aggregate: ClassVar[str] = "trial"
+    epoch: int
+    metric: str
+    step: int
+    value: float
+    reference_id: uuid.UUID
+    reference_number: int
+    reference_step: int
+    reference_value: float
+    margin: float
+    after_step: int = 0
+    compare: str = "incumbent"  # incumbent | baseline
+    direction: str = "min"
+    reference_compute_s: float = 0.0
+    rule: str = ""
+
+
 class TrialFinished(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "trial"
     epoch: int
@@ -534,6 +558,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LaunchRequeued,
     TrialStarted,
     MetricsLogged,
+    RunStoppedEarly,
     TrialFinished,
     TrialEvaluated,
     OutcomeLabelled,

@@ -227,6 +227,9 @@ class TrialRow:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    turns: int = 0  # the proposer's conversation: turns, HTTP requests (retries included), retries
+    requests: int = 0
+    retries: int = 0
     cost_usd: float = 0.0
     proposed_at: float = 0.0
     preflight_passed: bool | None = None
@@ -262,6 +265,8 @@ class TrialRow:
     log_sha: str | None = None
     exit_status: int | None = None
     timed_out: bool = False
+    stopped_step: int | None = None  # the step the early-stopping rule stopped the run at
+    reference_compute_s: float = 0.0  # the compute of the run it was compared with (a full run's cost)
     finished_at: float | None = None
     started_at: float | None = None
     runner: str = ""
@@ -285,6 +290,14 @@ class TrialRow:
     def compute_s(self) -> float:
         """Trial compute time: training wall seconds plus evaluation wall seconds."""
         return self.wall_s + self.eval_wall_s
+
+    @property
+    def compute_saved_s(self) -> float:
+        """The compute the early-stopping rule saved on this trial: what the reference run it was
+        compared with took (training + evaluation), less what this run took; 0 if not stopped."""
+        if self.label != "stopped_early" or self.stopped_step is None:
+            return 0.0
+        return max(0.0, self.reference_compute_s - self.compute_s)
 
     @property
     def scored(self) -> bool:
@@ -330,6 +343,7 @@ class TrialRow:
         d["gates_failed"] = list(self.gates_failed)
         d["tokens"] = self.tokens
         d["compute_s"] = self.compute_s
+        d["compute_saved_s"] = self.compute_saved_s
         return d
 
 

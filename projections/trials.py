@@ -259,7 +259,8 @@ class TrialTable(Projection):
             diff_sha=e.diff_sha, diff_bytes=e.diff_bytes, prompt_sha=e.prompt_sha, transcript_sha=e.transcript_sha,
             seed=e.seed, backend=e.backend,
             model=e.model, proposer=e.actor, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-            cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens, cost_usd=e.cost_usd,
+            cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens, turns=u.turns,
+            requests=u.requests, retries=u.retries, cost_usd=e.cost_usd,
             proposed_at=e.at, task_sha=c.task_sha, harness_version=c.harness_version, last_at=e.at,
         )
         self.trials[r.trial_id] = r
@@ -304,6 +305,7 @@ class TrialTable(Projection):
         r.artifact_bytes = r.code_bytes = r.peak_rss_bytes = r.peak_gpu_bytes = 0
         r.artifact_sha = r.log_sha = None
         r.exit_status, r.timed_out, r.finished_at = None, False, None
+        r.stopped_step, r.reference_compute_s = None, 0.0
 
     def on_TrialStarted(self, rec: Recorded, e: ev.TrialStarted) -> None:
         r = self._row(e)
@@ -315,6 +317,11 @@ class TrialTable(Projection):
         r.sandbox = e.sandbox.kind if e.sandbox is not None else "unrecorded"
         r.harness_version = e.versions.get("harness") or e.versions.get("arledger") or c.harness_version
         r.task_sha = c.task_sha
+
+    def on_RunStoppedEarly(self, rec: Recorded, e: ev.RunStoppedEarly) -> None:
+        r = self._row(e)
+        if r is not None:
+            r.stopped_step, r.reference_compute_s = e.step, e.reference_compute_s
 
     def on_TrialFinished(self, rec: Recorded, e: ev.TrialFinished) -> None:
         r = self._row(e)

@@ -1,0 +1,132 @@
+"""Early stopping's compute saving: the same replayed proposals, with and without the rule.
+
+    python tools/bench_early_stop.py [--steps 300] [--after-step 50] [--margin 0.1]
+
+Copies golf-mini (its baseline shortened to ``--steps`` steps) twice into a temporary directory,
+one copy declaring ``[early_stop] metric = "train_loss"`` against the incumbent, and runs the same
+campaign on each: the baseline, then the same replayed proposals (learning-rate and batch-size
+moves, every one against the baseline's code, so both arms train the same code) through the real
+campaign loop, runner and sandbox, one slot, no confirmation runs. Prints ONE JSON line:
+
+* ``compute_s`` — the campaign's trial compute (training + evaluation seconds) in each arm;
+* ``ratio`` — with the rule / without it (below 1: compute saved), ``saved_s`` the difference;
+* ``stopped`` — the proposals the rule stopped, each with its step and the compute its full run took
+  without the rule; ``false_stops`` — stopped proposals that the arm without the rule kept;
+* ``noise_ratio`` — the trials neither arm stopped: their compute with the rule / without it (the
+  machine's own run-to-run variation, against which ``ratio`` is read);
+* ``verdicts`` — each proposal's state in both arms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.campaign import CampaignConfig, CampaignLoop  # noqa: E402
+from agents.replay_backend import ReplayBackend  # noqa: E402
+from ledger import diffs  # noqa: E402
+from ledger import events as ev  # noqa: E402
+from ledger.audit import init_ledger  # noqa: E402
+from projections import Projector  # noqa: E402
+from tasks import workspace as wsp  # noqa: E402
+from tasks.knobs import set_knob  # noqa: E402
+from tasks.spec import load_task  # noqa: E402
+
+GOLF = Path(__file__).resolve().parents[1] / "tasks" / "builtin" / "golf_mini"
+MOVES: list[tuple[str, dict[str, object]]] = [
+    ("A learning rate of 1e-4 is too timid", {"LR": 1e-4}),
+    ("A learning rate of 1.5e-3 learns faster", {"LR": 1.5e-3}),
+    ("A learning rate of 3e-2 trains faster still", {"LR": 3e-2}),
+    ("A learning rate of 3e-4 is safer", {"LR": 3e-4}),
+    ("A learning rate of 2e-3 learns faster", {"LR": 2e-3}),
+    ("Batches of 8 give more steps per second", {"BATCH_SIZE": 8}),
+    ("A learning rate of 1e-2 is worth a try", {"LR": 1e-2}),
+    ("Batches of 64 give cleaner gradients", {"BATCH_SIZE": 64}),
+]
+
+
+@dataclass(frozen=True)
+class Row:
+    state: str
+    compute_s: float
+    stopped_step: int | None
+    saved_s: float
+
+
+def task_copy(root: Path, steps: int, rule: str | None) -> Path:
+    shutil.copytree(GOLF, root, ignore=shutil.ignore_patterns("__pycache__"))
+    train = root / "recipe" / "train.py"
+    train.write_text(set_knob(train.read_text(), "MAX_STEPS", steps))
+    if rule:
+        (root / "task.toml").write_text((root / "task.toml").read_text() + "\n" + rule)
+    for d, _, fs in os.walk(root):
+        os.chmod(d, 0o755)
+        for f in fs:
+            os.chmod(os.path.join(d, f), 0o644)
+    return root
+
+
+def campaign(work: Path, name: str, steps: int, rule: str | None) -> dict[int, Row]:
+    task = task_copy(work / f"task-{name}", steps, rule)
+    spec = load_task(task)
+    base = wsp.baseline_files(spec)
+    replay = work / f"{name}.jsonl"
+    with replay.open("w") as f:
+        for hyp, knobs in MOVES:
+            text = base["train.py"]
+            for k, v in knobs.items():
+                text = set_knob(text, k, v)
+            f.write(json.dumps({"specialist": "opt", "hypothesis": hyp, "parent": 0,
+                                "diff": diffs.make_diff(base, {**base, "train.py": text})}) + "\n")
+    led, _, _ = init_ledger(f"sqlite:{work}/{name}/ledger.db")
+    try:
+        cfg = CampaignConfig(task=str(task), name=name, backend=f"replay:{replay}", specialists=["opt"],
+                             max_trials=len(MOVES), confirmations=0, seed=1, slots=1)
+        CampaignLoop(led, spec, cfg, backend=ReplayBackend(replay)).run(poll_s=0.1)
+        rows = Projector.from_ledger(led).trials.rows(ev.campaign_id_for(name))
+    finally:
+        led.close()
+    return {r.number: Row(r.state, r.compute_s, r.stopped_step, r.compute_saved_s) for r in rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=300, help="the baseline's MAX_STEPS (golf-mini ships 1000)")
+    ap.add_argument("--after-step", type=int, default=50)
+    ap.add_argument("--margin", type=float, default=0.1)
+    args = ap.parse_args()
+    rule = (f'[early_stop]\nmetric = "train_loss"\nafter_step = {args.after_step}\nmargin = {args.margin}\n'
+            'compare = "incumbent"\n')
+    with tempfile.TemporaryDirectory(prefix="bench-early-stop-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)
+        on = campaign(work, "rule", args.steps, rule)
+        off = campaign(work, "plain", args.steps, None)
+    total_on = sum(r.compute_s for r in on.values())
+    total_off = sum(r.compute_s for r in off.values())
+    stopped = [n for n, r in on.items() if r.stopped_step is not None]
+    both = [n for n in on if n not in stopped and n in off]
+    noise = sum(on[n].compute_s for n in both) / max(1e-9, sum(off[n].compute_s for n in both))
+    print(json.dumps({
+        "steps": args.steps, "rule": {"after_step": args.after_step, "margin": args.margin},
+        "proposals": len(MOVES), "compute_s": {"with_rule": round(total_on, 1), "without": round(total_off, 1)},
+        "ratio": round(total_on / total_off, 3), "saved_s": round(total_off - total_on, 1),
+        "estimated_saved_s": round(sum(on[n].saved_s for n in stopped), 1),
+        "stopped": [{"trial": n, "step": on[n].stopped_step, "compute_s": round(on[n].compute_s, 1),
+                     "full_run_s": round(off[n].compute_s, 1), "without_rule": off[n].state} for n in stopped],
+        "false_stops": [n for n in stopped if off[n].state == "keep"],
+        "noise_ratio": round(noise, 3),
+        "verdicts": {n: [on[n].state, off[n].state] for n in sorted(on)},
+    }))
+
+
+if __name__ == "__main__":
+    main()
