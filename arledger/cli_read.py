@@ -189,9 +189,9 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
             f"artifact {row.artifact_bytes:,} bytes · started {_when(row.started_at)} · finished {_when(row.finished_at)}")
         out(f"Evaluator: {row.evaluator or '—'} · task {row.task_sha[:12] or '—'} · harness "
             f"{row.harness_version or '—'}")
-        if row.tokens or row.cost_usd:
+        if row.tokens or row.cost_usd or row.requests:
             out(f"Cost: ${row.cost_usd:.4f} · {row.tokens:,} tokens ({row.input_tokens:,} in, {row.output_tokens:,} out) "
-                f"· {row.backend} {row.model}")
+                f"· {row.turns} turns, {row.requests} requests ({row.retries} retried) · {row.backend} {row.model}")
         if row.notes:
             out(f"Notes: {row.notes}")
         out("")
