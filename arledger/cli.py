@@ -87,6 +87,9 @@ def event_summary(e: ev.Event) -> str:
         return f"{e.previous_status} → {e.status}: {e.reason}"
     if t is ev.SpecialistRetired:
         return f"{e.specialist}: {e.reason}"
+    if t is ev.RunStoppedEarly:
+        return (f"step {e.step}: {e.metric} {e.value:.6g} vs #{e.reference_number}'s {e.reference_value:.6g} "
+                f"(margin {e.margin:g})")
     if t is ev.NoteAdded:
         return f"note {e.number} to {e.specialist or 'all'}: {e.text}"
     if t is ev.NoteClosed:
