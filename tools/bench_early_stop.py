@@ -8,12 +8,15 @@ campaign on each: the baseline, then the same replayed proposals (learning-rate 
 moves, every one against the baseline's code, so both arms train the same code) through the real
 campaign loop, runner and sandbox, one slot, no confirmation runs. Prints ONE JSON line:
 
-* ``compute_s`` — the campaign's trial compute (training + evaluation seconds) in each arm;
-* ``ratio`` — with the rule / without it (below 1: compute saved), ``saved_s`` the difference;
+* ``steps_total``, ``evaluated_total``, ``compute_s_total`` — the campaign's work in each arm and
+  their ratio, with the rule / without it (below 1: compute saved): training steps run and
+  evaluations (deterministic), and trial compute in wall seconds (training + evaluation, what
+  ``status`` and the budgets count); ``saved_s`` the difference of the last;
 * ``stopped`` — the proposals the rule stopped, each with its step and the compute its full run took
   without the rule; ``false_stops`` — stopped proposals that the arm without the rule kept;
-* ``noise_ratio`` — the trials neither arm stopped: their compute with the rule / without it (the
-  machine's own run-to-run variation, against which ``ratio`` is read);
+* ``noise_ratio`` — the trials neither arm stopped: their wall compute with the rule / without it
+  (the machine's own drift between the arms, against which the wall-second ratio is read: on a
+  shared machine it can swamp the saving, which the step figures do not suffer from);
 * ``verdicts`` — each proposal's state in both arms.
 """
 
@@ -56,7 +59,9 @@ MOVES: list[tuple[str, dict[str, object]]] = [
 @dataclass(frozen=True)
 class Row:
     state: str
-    compute_s: float
+    compute_s: float  # training + evaluation wall seconds
+    steps: int  # training steps run (the last logged train_loss step + 1)
+    evaluated: bool
     stopped_step: int | None
     saved_s: float
 
@@ -92,9 +97,16 @@ def campaign(work: Path, name: str, steps: int, rule: str | None) -> dict[int, R
                              max_trials=len(MOVES), confirmations=0, seed=1, slots=1)
         CampaignLoop(led, spec, cfg, backend=ReplayBackend(replay)).run(poll_s=0.1)
         rows = Projector.from_ledger(led).trials.rows(ev.campaign_id_for(name))
+        steps: dict[object, int] = {}
+        for rec in led.events(types=(ev.MetricsLogged,)):
+            assert isinstance(rec.event, ev.MetricsLogged)
+            for p in rec.event.points:
+                if p.name == "train_loss":
+                    steps[rec.event.originator_id] = max(steps.get(rec.event.originator_id, 0), p.step + 1)
     finally:
         led.close()
-    return {r.number: Row(r.state, r.compute_s, r.stopped_step, r.compute_saved_s) for r in rows}
+    return {r.number: Row(r.state, r.compute_s, steps.get(r.trial_id, 0), r.evaluated_at is not None,
+                          r.stopped_step, r.compute_saved_s) for r in rows}
 
 
 def main() -> None:
@@ -110,18 +122,24 @@ def main() -> None:
         os.chmod(work, 0o755)
         on = campaign(work, "rule", args.steps, rule)
         off = campaign(work, "plain", args.steps, None)
-    total_on = sum(r.compute_s for r in on.values())
-    total_off = sum(r.compute_s for r in off.values())
+    def total(rows: dict[int, Row], what: str) -> float:
+        return float(sum(getattr(r, what) for r in rows.values()))
+
     stopped = [n for n, r in on.items() if r.stopped_step is not None]
     both = [n for n in on if n not in stopped and n in off]
     noise = sum(on[n].compute_s for n in both) / max(1e-9, sum(off[n].compute_s for n in both))
+    figures = {}
+    for what in ("steps", "evaluated", "compute_s"):
+        a, b = total(on, what), total(off, what)
+        figures[what] = {"with_rule": round(a, 1), "without": round(b, 1), "ratio": round(a / b, 3) if b else None}
     print(json.dumps({
         "steps": args.steps, "rule": {"after_step": args.after_step, "margin": args.margin},
-        "proposals": len(MOVES), "compute_s": {"with_rule": round(total_on, 1), "without": round(total_off, 1)},
-        "ratio": round(total_on / total_off, 3), "saved_s": round(total_off - total_on, 1),
+        "proposals": len(MOVES), **{f"{k}_total": v for k, v in figures.items()},
+        "saved_s": round(total(off, "compute_s") - total(on, "compute_s"), 1),
         "estimated_saved_s": round(sum(on[n].saved_s for n in stopped), 1),
-        "stopped": [{"trial": n, "step": on[n].stopped_step, "compute_s": round(on[n].compute_s, 1),
-                     "full_run_s": round(off[n].compute_s, 1), "without_rule": off[n].state} for n in stopped],
+        "stopped": [{"trial": n, "step": on[n].stopped_step, "steps_run": on[n].steps,
+                     "compute_s": round(on[n].compute_s, 1), "full_run_s": round(off[n].compute_s, 1),
+                     "without_rule": off[n].state} for n in stopped],
         "false_stops": [n for n in stopped if off[n].state == "keep"],
         "noise_ratio": round(noise, 3),
         "verdicts": {n: [on[n].state, off[n].state] for n in sorted(on)},
