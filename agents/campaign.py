@@ -72,6 +72,11 @@ class CampaignConfig:
     base_url: str | None = None  # the API server of an LLM backend (openai: any Chat Completions server)
     price_in: float | None = None  # USD per million input tokens, for whatever model the backend calls
     price_out: float | None = None
+    agent_time_s: float = 900.0  # agent:CMD — its time and turn budget per proposal, the variables it gets
+    agent_turns: int = 40  # (by name), more read-only paths it needs, and whether it has the network
+    agent_env: list[str] = field(default_factory=list)
+    agent_bind: list[str] = field(default_factory=list)
+    agent_network: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,7 +117,10 @@ class CampaignLoop:
         self.spec = team_task(spec, self.specialists)
         self.backend = backend or make_backend(cfg.backend, seed=cfg.seed, model=cfg.model, base_url=cfg.base_url,
                                                price_in=cfg.price_in, price_out=cfg.price_out,
-                                               thinking_budget=cfg.thinking_budget)
+                                               thinking_budget=cfg.thinking_budget, agent_time_s=cfg.agent_time_s,
+                                               agent_turns=cfg.agent_turns, agent_env=cfg.agent_env,
+                                               agent_bind=cfg.agent_bind, agent_network=cfg.agent_network,
+                                               forbidden=[ledger.home, self.spec.root])
         self.on_event = on_event or (lambda msg: None)
         self.name = cfg.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.resume = resume

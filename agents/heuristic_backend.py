@@ -49,7 +49,8 @@ with a smaller one.
 
 Evidence: a trial's *gain* is its improvement over its parent's score in the task's direction
 (else its ``delta`` against the incumbent); keep / discard with gain > 0 count as "improved", other
-keeps and discards as "worsened", the back-off labels as "failed", crash / preflight_crash /
+keeps, discards and runs stopped early (by the task's early-stopping rule) as "worsened", the
+back-off labels as "failed", crash / preflight_crash /
 illegal_edit as "crashed". Each trial's knob moves and added patches are read from its code against
 its listed parent's code, so under the ``no-lineage`` arm (baseline + best only) there is almost no
 evidence and the same rules reduce to exploration from the incumbent.
@@ -189,7 +190,7 @@ class _Search:
             return "crashed"
         if status in ("keep", "candidate"):
             return "improved" if gain is None or gain > 0 else "worsened"
-        if status in ("discard", "scored"):
+        if status in ("discard", "scored", "stopped_early"):  # stopped early: losing to the incumbent
             return "improved" if gain is not None and gain > 0 else "worsened"
         return None
 

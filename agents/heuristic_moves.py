@@ -21,7 +21,7 @@ from tasks.spec import Knob, KnobValue, Patch
 BACKOFF_STATUSES = frozenset({"size_blocked", "train_budget_overrun", "eval_budget_overrun", "oom", "diverged",
                               "disqualified"})
 CRASH_STATUSES = frozenset({"crash", "preflight_crash", "illegal_edit"})
-DEAD_STATUSES = BACKOFF_STATUSES | CRASH_STATUSES | {"discard"}
+DEAD_STATUSES = BACKOFF_STATUSES | CRASH_STATUSES | {"discard", "stopped_early"}
 SCORED_STATUSES = frozenset(ev.VALID_SCORED) | frozenset(ev.VERDICTS)
 
 LINEAR_STEP = 0.1  # a linear float's default step, as a fraction of its range

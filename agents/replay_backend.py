@@ -69,6 +69,8 @@ class ReplayBackend:
             raise ProposalFailed(
                 failure["kind"], failure.get("message") or f"recorded failure ({where})",
                 diff=entry.get("diff", ""), hypothesis=entry.get("hypothesis", ""), transcript=where + "\n",
+                backend=self.name, model=entry.get("model", ""), expected_delta=entry.get("expected_delta"),
+                parent=entry.get("parent"),
             )
         return Proposal(
             hypothesis=entry.get("hypothesis", ""),
@@ -105,6 +107,12 @@ def _entry(specialist: str, p: Proposal | ProposalFailed) -> dict[str, Any]:
             out["hypothesis"] = p.hypothesis
         if p.diff:
             out["diff"] = p.diff
+        if p.model:
+            out["model"] = p.model
+        if p.expected_delta is not None:
+            out["expected_delta"] = p.expected_delta
+        if p.parent is not None:
+            out["parent"] = p.parent
         return out
     return {
         "specialist": specialist,
@@ -157,6 +165,11 @@ def _check(entry: dict[str, Any], where: str) -> None:
         if not isinstance(failure, dict) or not isinstance(failure.get("kind"), str):
             raise ReplayFileError(f"{where}: field 'failure' must be an object with a 'kind' string")
         typed("diff", (str,), "a unified diff")
+        typed("model", (str,), "a string")
+        typed("expected_delta", (int, float), "a number or null")
+        typed("parent", (int,), "a trial number or null")
+        if isinstance(entry.get("expected_delta"), int):
+            entry["expected_delta"] = float(entry["expected_delta"])
         return
     typed("diff", (str,), "a unified diff", required=True)
     typed("hypothesis", (str,), "a string", required=True)

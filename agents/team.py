@@ -5,12 +5,15 @@
 * :func:`team_task` — the task as the campaign runs it: generalists own a surface ``*`` holding every
   recipe file, knob and patch; the specialists that actually run are recorded in it;
 * :func:`make_backend` — the proposal backend by name (heuristic, random, anthropic, openai,
-  replay:FILE), with every user error a :class:`TeamError` naming the fix.
+  replay:FILE, agent:CMD), with every user error a :class:`TeamError` naming the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from agents.base import Backend
@@ -60,7 +63,12 @@ def team_task(spec: TaskSpec, specialists: list[Specialist]) -> TaskSpec:
 
 def make_backend(name: str, *, seed: int = 0, model: str | None = None, base_url: str | None = None,
                  price_in: float | None = None, price_out: float | None = None,
-                 thinking_budget: int = 0) -> Backend:
+                 thinking_budget: int = 0, agent_time_s: float = 900.0, agent_turns: int = 40,
+                 agent_env: Sequence[str] = (), agent_bind: Sequence[str] = (), agent_network: bool = True,
+                 forbidden: Sequence[Path] = ()) -> Backend:
+    """The backend ``name``. ``agent_*`` configure ``agent:CMD`` (its time and turn budget, the
+    variables passed through by name, more read-only paths, the network); ``forbidden``: paths the
+    agent must never be given (the ledger's directory; the data cache is added here)."""
     if name == "heuristic":
         from agents.heuristic_backend import HeuristicBackend
 
@@ -87,9 +95,26 @@ def make_backend(name: str, *, seed: int = 0, model: str | None = None, base_url
             return openai_backend.OpenAIBackend(**kw)
         except (MissingAPIKey, ValueError) as e:
             raise TeamError(str(e)) from None
+    if name.startswith("agent:"):
+        from agents import anthropic_backend, openai_backend
+        from agents.agent_backend import AgentBackend, AgentSetupError
+        from agents.prices import ANY_MODEL, Price
+        from tasks.bwrap import SandboxUnavailable
+        from tasks.data import cache_dir
+
+        prices = openai_backend.default_prices().with_prices(anthropic_backend.DEFAULT_PRICES)
+        if price_in is not None or price_out is not None:
+            prices = prices.with_prices({ANY_MODEL: Price.flat(price_in or 0.0, price_out or 0.0)})
+        never = [*forbidden, cache_dir()] + ([Path(os.environ["ARLEDGER_KEY"])] if os.environ.get("ARLEDGER_KEY") else [])
+        try:
+            return AgentBackend(name.split(":", 1)[1].strip(), time_s=agent_time_s, max_turns=agent_turns,
+                                network=agent_network, env=tuple(agent_env), binds=tuple(Path(b) for b in agent_bind),
+                                forbidden=tuple(never), model=model or "", prices=prices)
+        except (AgentSetupError, SandboxUnavailable) as e:
+            raise TeamError(f"backend {name}: {e}") from None
     if name.startswith("replay:"):
         from agents.replay_backend import ReplayBackend
 
         return ReplayBackend(name.split(":", 1)[1])
-    raise TeamError(f"unknown backend {name!r}; use heuristic (offline, default), anthropic, openai, random "
-                    "or replay:FILE")
+    raise TeamError(f"unknown backend {name!r}; use heuristic (offline, default), anthropic, openai, random, "
+                    "replay:FILE or agent:CMD (a coding agent, e.g. agent:'claude -p')")

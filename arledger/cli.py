@@ -4,6 +4,7 @@
     arledger run                       run a campaign (default: golf-mini, offline specialists)
     arledger runner                    claim and train queued trials
     arledger log | status | show | lineage | diff
+    arledger note "..." | note --close N | notes     steering notes for a running campaign
     arledger audit verify | upgrade | checkpoint | prove | check-proof | report
     arledger keys list | trust ACTOR PUBLIC_KEY
     arledger export --out DIR          tables, LaTeX, figures and a signed manifest
@@ -87,6 +88,13 @@ def event_summary(e: ev.Event) -> str:
         return f"{e.previous_status} → {e.status}: {e.reason}"
     if t is ev.SpecialistRetired:
         return f"{e.specialist}: {e.reason}"
+    if t is ev.RunStoppedEarly:
+        return (f"step {e.step}: {e.metric} {e.value:.6g} vs #{e.reference_number}'s {e.reference_value:.6g} "
+                f"(margin {e.margin:g})")
+    if t is ev.NoteAdded:
+        return f"note {e.number} to {e.specialist or 'all'}: {e.text}"
+    if t is ev.NoteClosed:
+        return f"note {e.number} closed" + (f": {e.reason}" if e.reason else "")
     if t is ev.CampaignClosed:
         return e.reason
     return ""
@@ -281,9 +289,9 @@ def audit_check_proof(proof_file: Path, public_key: str | None) -> None:
 
 
 def _register_parts() -> None:
-    from arledger import cli_keys, cli_read, cli_run, cli_tasks
+    from arledger import cli_keys, cli_notes, cli_read, cli_run, cli_tasks
 
-    for mod in (cli_tasks, cli_read, cli_run, cli_keys):
+    for mod in (cli_tasks, cli_read, cli_run, cli_keys, cli_notes):
         reg = getattr(mod, "register", None)
         if reg is not None:
             reg(cli)

@@ -125,7 +125,8 @@ def status_cmd(ledger_url: str | None, as_json: bool) -> None:
             labels = ", ".join(f"{n} {k}" for k, n in s["status_counts"].items()) or "none labelled yet"
             base = ("labelled " + ", ".join(s["baseline_status_counts"])) if s["baseline_status_counts"] else "not labelled yet"
             score = f", {s['metric']} {fmt_metric(s['start'])}" if s["start"] is not None else ""
-            con.print(f"{s['name']}: {s['trials']} trials — {labels}; plus the baseline ({base}{score})")
+            saved = f"; early stopping saved {s['compute_saved_s']:.0f} s of compute" if s["compute_saved_s"] else ""
+            con.print(f"{s['name']}: {s['trials']} trials — {labels}; plus the baseline ({base}{score}){saved}")
 
 
 @click.command("show")
@@ -188,9 +189,9 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
             f"artifact {row.artifact_bytes:,} bytes · started {_when(row.started_at)} · finished {_when(row.finished_at)}")
         out(f"Evaluator: {row.evaluator or '—'} · task {row.task_sha[:12] or '—'} · harness "
             f"{row.harness_version or '—'}")
-        if row.tokens or row.cost_usd:
+        if row.tokens or row.cost_usd or row.requests:
             out(f"Cost: ${row.cost_usd:.4f} · {row.tokens:,} tokens ({row.input_tokens:,} in, {row.output_tokens:,} out) "
-                f"· {row.backend} {row.model}")
+                f"· {row.turns} turns, {row.requests} requests ({row.retries} retried) · {row.backend} {row.model}")
         if row.notes:
             out(f"Notes: {row.notes}")
         out("")

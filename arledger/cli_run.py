@@ -34,7 +34,8 @@ def register(cli: click.Group) -> None:
 @click.option("--name", default=None, help="Campaign name (default: TASK-DATE-TIME).")
 @click.option("--backend", default="heuristic", show_default=True,
               help="heuristic (offline), anthropic (needs ANTHROPIC_API_KEY), openai (OPENAI_API_KEY; any Chat "
-              "Completions server with --base-url), random, or replay:FILE.")
+              "Completions server with --base-url), random, replay:FILE, or agent:CMD (a coding agent run in a "
+              "sandboxed scratch copy, e.g. agent:'claude -p --output-format stream-json --verbose').")
 @click.option("--arm", default="lineage", show_default=True,
               help="lineage | no-lineage (view blanked but for the best) | generic:N | single.")
 @click.option("--specialists", default=None, help="Comma-separated subset of the task's specialists.")
@@ -62,13 +63,25 @@ def register(cli: click.Group) -> None:
 @click.option("--price-out", type=float, default=None, metavar="USD",
               help="Price per million output tokens of the backend's model (0 for a local model).")
 @click.option("--thinking-budget", type=int, default=0, help="Extended-thinking tokens (anthropic).")
+@click.option("--agent-time", "agent_time_s", type=float, default=900.0, show_default=True, metavar="S",
+              help="agent:CMD: seconds per proposal before the agent is stopped.")
+@click.option("--agent-turns", type=int, default=40, show_default=True, help="agent:CMD: turns per proposal.")
+@click.option("--agent-env", multiple=True, metavar="NAME",
+              help="agent:CMD: an environment variable to pass to the agent (its API key; claude and codex get "
+              "theirs without asking). Repeatable.")
+@click.option("--agent-bind", multiple=True, metavar="PATH",
+              help="agent:CMD: a path the agent may read (its installation or config). Repeatable.")
+@click.option("--agent-network/--no-agent-network", default=True, show_default=True,
+              help="agent:CMD: share the host's network with the agent's sandbox (for its API; recorded).")
 @click.option("--resume", is_flag=True, help="Continue the most recent (or --name) interrupted campaign.")
 @click.option("--quiet", is_flag=True, help="No live display; one line per event.")
 def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: str, specialists: str | None,
         max_trials: int, deadline_min: float | None, grace: int | None, max_usd: float | None,
         max_compute_h: float | None, in_flight: int, stagger: float, seed: int, runners: str, slots: int | None,
         k: float | None, confirmations: int | None, model: str | None, base_url: str | None,
-        price_in: float | None, price_out: float | None, thinking_budget: int, resume: bool, quiet: bool) -> None:
+        price_in: float | None, price_out: float | None, thinking_budget: int, agent_time_s: float,
+        agent_turns: int, agent_env: tuple[str, ...], agent_bind: tuple[str, ...], agent_network: bool, resume: bool,
+        quiet: bool) -> None:
     """Run a campaign: specialists propose, runners train, evaluators score, the ledger keeps it all.
 
     With no options: the SQLite ledger under .arledger/ (made if missing), task golf-mini, offline
@@ -103,7 +116,9 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
                 max_trials=max_trials, deadline_s=deadline_min * 60 if deadline_min else None, grace=grace,
                 max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
                 runners=runners, slots=slots or 1, k=k, confirmations=confirmations, model=model,
-                base_url=base_url, price_in=price_in, price_out=price_out, thinking_budget=thinking_budget)
+                base_url=base_url, price_in=price_in, price_out=price_out, thinking_budget=thinking_budget,
+                agent_time_s=agent_time_s, agent_turns=agent_turns, agent_env=list(agent_env),
+                agent_bind=list(agent_bind), agent_network=agent_network)
         spec = load_task(task)
         if not resume and slots is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

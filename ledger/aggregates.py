@@ -98,6 +98,8 @@ class Campaign(Aggregate):
         self.noise: ev.NoiseMeasured | None = None
         self.closed: ev.CampaignClosed | None = None
         self.retired: dict[str, str] = {}
+        self.notes: dict[int, ev.NoteAdded] = {}
+        self.closed_notes: dict[int, ev.NoteClosed] = {}
 
     @property
     def name(self) -> str:
@@ -127,6 +129,12 @@ class Campaign(Aggregate):
 
     def on_CampaignResumed(self, e: ev.CampaignResumed) -> None:
         self.closed = None
+
+    def on_NoteAdded(self, e: ev.NoteAdded) -> None:
+        self.notes[e.number] = e
+
+    def on_NoteClosed(self, e: ev.NoteClosed) -> None:
+        self.closed_notes[e.number] = e
 
     @classmethod
     def open(cls, *, name: str, actor: str, task: str, task_version: str, task_sha: str, metric: str,
@@ -164,6 +172,27 @@ class Campaign(Aggregate):
         if specialist in self.retired:
             raise CommandRefused(f"specialist {specialist} is already retired in campaign {self.name}")
         return self._trigger(ev.SpecialistRetired, at=at, actor=actor, specialist=specialist, reason=reason)
+
+    def add_note(self, actor: str, *, text: str, specialist: str = "", at: float | None = None) -> ev.Event:
+        """A steering note for ``specialist`` (empty: every specialist); numbered from 1."""
+        if self.opened is None:
+            raise CommandRefused("there is no such campaign to leave a note for")
+        text = text.strip()
+        if not text:
+            raise CommandRefused("a note needs some text")
+        known = [s.name for s in self.opened.specialists]
+        if specialist and known and specialist not in known:
+            raise CommandRefused(f"campaign {self.name} has no specialist {specialist!r}; it has {', '.join(known)}")
+        number = max(self.notes, default=0) + 1
+        return self._trigger(ev.NoteAdded, at=at, actor=actor, number=number, text=text, specialist=specialist)
+
+    def close_note(self, actor: str, *, number: int, reason: str = "", at: float | None = None) -> ev.Event:
+        if number not in self.notes:
+            have = ", ".join(str(n) for n in sorted(self.notes)) or "none"
+            raise CommandRefused(f"campaign {self.name} has no note {number} (its notes: {have})")
+        if number in self.closed_notes:
+            raise CommandRefused(f"note {number} of campaign {self.name} is already closed")
+        return self._trigger(ev.NoteClosed, at=at, actor=actor, number=number, reason=reason)
 
     def close(self, actor: str, *, reason: str, trials: int = 0, best_trial_id: uuid.UUID | None = None,
               best_score: float | None = None, at: float | None = None) -> ev.Event:
@@ -305,6 +334,18 @@ class Trial(Aggregate):
     def log_metrics(self, runner: str, epoch: int, points: list[ev.MetricPoint], *, at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)
         return self._trigger(ev.MetricsLogged, at=at, epoch=epoch, points=points, actor=f"runner:{runner}")
+
+    def stop_early(self, runner: str, epoch: int, *, metric: str, step: int, value: float,
+                   reference_id: uuid.UUID, reference_number: int, reference_step: int, reference_value: float,
+                   margin: float, after_step: int = 0, compare: str = "incumbent", direction: str = "min",
+                   reference_compute_s: float = 0.0, rule: str = "", at: float | None = None) -> ev.Event:
+        """The runner stopped this attempt's run by the task's early-stopping rule."""
+        self._fence(runner, epoch)
+        return self._trigger(ev.RunStoppedEarly, at=at, epoch=epoch, actor=f"runner:{runner}", metric=metric,
+                             step=step, value=value, reference_id=reference_id, reference_number=reference_number,
+                             reference_step=reference_step, reference_value=reference_value, margin=margin,
+                             after_step=after_step, compare=compare, direction=direction,
+                             reference_compute_s=reference_compute_s, rule=rule)
 
     def finish(self, runner: str, epoch: int, *, exit_status: int | None, signal: int | None = None,
                timed_out: bool = False, wall_s: float = 0.0, cpu_s: float = 0.0, peak_rss_bytes: int = 0,

@@ -14,8 +14,9 @@ Three kinds of aggregate own the events:
 
 * the **ledger** itself (one per store; id ``LEDGER_ID``): initialisation, signed checkpoints,
   imports;
-* a **campaign**: opened, trials registered, noise measured, incumbents promoted, closed;
-* a **trial**: proposed, preflight, launch, claim, lease, start, metrics, finish, evaluation,
+* a **campaign**: opened, trials registered, noise measured, incumbents promoted, specialists
+  retired, steering notes added and closed, closed;
+* a **trial**: proposed, preflight, launch, claim, lease, start, metrics, stopped early, finish, evaluation,
   outcome (the runner's part ends here), verdict (the campaign's), relabel (a correction).
 """
 
@@ -344,6 +345,25 @@ class SpecialistRetired(Event, frozen=True, kw_only=True):
     reason: str
 
 
+class NoteAdded(Event, frozen=True, kw_only=True):
+    """A steering note a person left for a running campaign ("stop trying X", "focus on the
+    tokenizer"): shown in the lineage view of the specialist it addresses (``specialist`` empty:
+    every specialist) until it is closed. ``number`` counts the campaign's notes from 1."""
+
+    aggregate: ClassVar[str] = "campaign"
+    number: int
+    text: str
+    specialist: str = ""
+
+
+class NoteClosed(Event, frozen=True, kw_only=True):
+    """A steering note retired: no lineage view shows it from here on (the log keeps it)."""
+
+    aggregate: ClassVar[str] = "campaign"
+    number: int
+    reason: str = ""
+
+
 class CampaignClosed(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "campaign"
     reason: str
@@ -458,6 +478,30 @@ class MetricsLogged(Event, frozen=True, kw_only=True):
     points: list[MetricPoint]
 
 
+class RunStoppedEarly(Event, frozen=True, kw_only=True):
+    """The runner stopped the run by the task's ``[early_stop]`` rule: at ``step`` the logged
+    ``metric`` was ``value``, worse than the reference run's ``reference_value`` (its point at
+    ``reference_step``) by more than ``margin``. ``reference_compute_s`` is the reference run's
+    training + evaluation seconds: what a full run would have cost, against which the saving is
+    estimated. Saved before the trial's TrialFinished; its label is ``stopped_early``."""
+
+    aggregate: ClassVar[str] = "trial"
+    epoch: int
+    metric: str
+    step: int
+    value: float
+    reference_id: uuid.UUID
+    reference_number: int
+    reference_step: int
+    reference_value: float
+    margin: float
+    after_step: int = 0
+    compare: str = "incumbent"  # incumbent | baseline
+    direction: str = "min"
+    reference_compute_s: float = 0.0
+    rule: str = ""
+
+
 class TrialFinished(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "trial"
     epoch: int
@@ -561,6 +605,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     IncumbentPromoted,
     SpecialistRetired,
     CampaignClosed,
+    NoteAdded,
+    NoteClosed,
     TrialProposed,
     PreflightChecked,
     LaunchRequested,
@@ -569,6 +615,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LaunchRequeued,
     TrialStarted,
     MetricsLogged,
+    RunStoppedEarly,
     TrialFinished,
     TrialEvaluated,
     OutcomeLabelled,

@@ -12,6 +12,8 @@ For every campaign:
 * **corrections** — every relabel and quarantine, with actor and reason;
 * **harness failures** — trials the harness lost or aborted (harness_abort, runner_lost, cancelled);
 * **noise** — keeps whose delta is inside the campaign's noise, and those resting on one run;
+* **steering notes** — every note a person left for the campaign (``arledger note``): number, author,
+  addressee, time, text, and whether, when and by whom it was closed;
 * **sandbox** — every trial that ran without a sandbox (``--unsafe-no-sandbox``) or whose start
   recorded none, and every diff that references the task directory, an evaluator-owned file or
   held-out data (:mod:`projections.contamination`), whether or not the sandbox stopped it.
@@ -260,6 +262,7 @@ def campaign_report(proj: Any, info: CampaignInfo, resolver: CodeResolver) -> di
         "unsandboxed": [{"number": r.number, "status": r.status, "sandbox": r.sandbox, "runner": r.runner}
                         for r in rows if r.started_at is not None and r.sandbox in ("none", "unrecorded")],
         "contamination": contaminated,
+        "steering_notes": [n.to_dict() for n in info.notes],
         "noise": {"noise_sd": noise["noise_sd"], "source": noise["source"], "keeps": len(noise["keeps"]),
                   "within_noise": within,
                   "single_run_within_noise": [k for k in within if k["single_run"]]},
@@ -357,6 +360,7 @@ def render_markdown(report: dict[str, Any], *, hyp_chars: int = 90) -> str:
                            f"| {_md(clip(x['excerpt'] or '', 120))} |")
         out.append("")
         out += _render_sandbox(c)
+        out += _render_notes(c)
         nz = c["noise"]
         out += ["### Keeps inside the noise", ""]
         if not nz["noise_sd"]:
@@ -393,6 +397,23 @@ def _render_sandbox(c: dict[str, Any]) -> list[str]:
             out.append(f"| {x['number']:03d} | {x['specialist']} | {x['status']} | {_md('; '.join(x['findings'][:6]))} |")
     else:
         out.append("No diff references the task directory, an evaluator-owned file or held-out data.")
+    return out + [""]
+
+
+def _render_notes(c: dict[str, Any]) -> list[str]:
+    notes = c.get("steering_notes") or []
+    still = sum(1 for n in notes if n["open"])
+    out = [f"### Steering notes ({len(notes)}, {still} open)", ""]
+    if not notes:
+        return out + ["None: nobody left the campaign a note.", ""]
+    out += ["| note | to | by | when | text | closed |", "|---|---|---|---|---|---|"]
+    for n in notes:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(n["at"]))
+        closed = "open" if n["open"] else (
+            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(n['closed_at']))} by {n['closed_by']}"
+            + (f": {_md(n['close_reason'])}" if n["close_reason"] else ""))
+        out.append(f"| {n['number']} | {n['specialist'] or 'every specialist'} | {n['actor']} | {when} | "
+                   f"{_md(n['text'])} | {closed} |")
     return out + [""]
 
 

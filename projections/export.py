@@ -4,7 +4,8 @@
 
 * ``summary.json`` — ``{"campaigns": [{name, task, metric, direction, trials, keeps, start, best,
   rel_change_pct, status_counts, baseline_status_counts, cross_role_keeps: [n, of], effective_clusters,
-  max_cluster_share, near_dup_rate, trials_per_hour, ...}]}``; trials exclude the baseline and so do
+  max_cluster_share, near_dup_rate, trials_per_hour, compute_s, compute_saved_s, ...}]}``
+  (``compute_saved_s``: what early stopping saved, see ``TrialRow.compute_saved_s``); trials exclude the baseline and so do
   ``status_counts`` (they add up to ``trials``; the baseline's label is in ``baseline_status_counts``),
   ``cross_role_keeps`` is [keeps whose parent is another specialist's trial, keeps whose parent is
   not the baseline] (see projections.stats), ``rel_change_pct`` is 100 × (best − start) / start
@@ -92,6 +93,8 @@ def campaign_summary(proj: Any, info: CampaignInfo) -> dict[str, Any]:
         "noise_sd": noise["noise_sd"] or None, "keeps_within_noise": noise["within_noise"],
         "cost_usd": cost["total"]["cost_usd"], "tokens": cost["total"]["tokens"],
         "compute_s": cost["total"]["compute_s"],
+        # trials the task's early-stopping rule stopped: the compute their reference runs took, less theirs
+        "compute_saved_s": sum(r.compute_saved_s for r in proj.trials.rows(cid)),
         "gates": info.config.get("gates") or {},
     }
 

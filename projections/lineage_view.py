@@ -3,21 +3,25 @@
 Sections, in the order they are printed:
 
 1. header and the **current best** (always kept);
-2. a **saturation warning** when a specialist's last scored trials all moved the score by less
+2. the **steering notes** still open that address the reader (a person's guidance for the running
+   campaign: ``arledger note``), oldest first, each with its number and author;
+3. a **saturation warning** when a specialist's last scored trials all moved the score by less
    than the noise;
-3. the **leaderboard** of keeps;
-4. the **chain** from the baseline to the best;
-5. the **most recent trials of every specialist** (label, delta, crash excerpt), the reader first;
-6. the **best's children**;
-7. the **dead ends** already tried (hypotheses that ended in a failure label or a discard,
+4. the **leaderboard** of keeps;
+5. the **chain** from the baseline to the best;
+6. the **most recent trials of every specialist** (label, delta, the failure's reason or crash
+   excerpt), the reader first;
+7. the **best's children**;
+8. the **dead ends** already tried (hypotheses that ended in a failure label or a discard,
    deduplicated, newest first).
 
 The text is bounded by a token budget (about 4 characters a token): when it is too long the
 lowest-priority sections lose whole items from their end (an omission line says how many), and
 are dropped entirely if nothing fits; a line is never cut. The priority, highest first, is:
-header and best, saturation, leaderboard, chain, recent trials, children, dead ends.
+header and best, notes, saturation, leaderboard, chain, recent trials, children, dead ends.
 
-``arm="no-lineage"`` (the control arm) shows the header and the current best only.
+``arm="no-lineage"`` (the control arm) shows the header, the current best and the open notes only
+(a note is a person's instruction, not lineage).
 
 Everything the view needs is kept up to date by the :class:`LineageIndex` projection (recent trials
 per specialist, deduplicated dead ends), the :class:`~projections.stats.Leaderboard` and the
@@ -307,8 +311,10 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
     head.append(f"Task {info.task} · metric {metric} ({info.objective.word} is better)"
                 + (f" · noise sd {fmt_score(info.noise_sd)}" if info.noise_sd and arm != "no-lineage" else ""))
     sections = [Section(0, head)]
+    notes = notes_section(info, specialist)
     if arm == "no-lineage":
-        return "\n".join(head) + "\n"
+        return "\n\n".join("\n".join(s.lines()) for s in fit(sections + notes, max_chars)) + "\n"
+    sections += notes
 
     ranked = board.ranked(cid)
     n_trials = len(table.numbers.get(cid, ())) - (1 if base is not None else 0)
@@ -328,12 +334,12 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
         sat_items.append([f"Also saturated (last {SATURATION_WINDOW} scored trials inside the noise): "
                           + ", ".join(others) + "."])
     if sat_items:
-        sections.append(Section(1, ["## Saturation warning"], sat_items))
+        sections.append(Section(2, ["## Saturation warning"], sat_items))
 
     # leaderboard ---------------------------------------------------------------------------
     if ranked:
         top = ranked[:LEADERBOARD_TOP]
-        lb = Section(2, [f"## Leaderboard (top {len(top)} of {len(ranked)} keeps)",
+        lb = Section(3, [f"## Leaderboard (top {len(top)} of {len(ranked)} keeps)",
                          f"| # | {metric} | Δ | specialist | hypothesis |", "|---|---|---|---|---|"])
         lb.items = [[f"| {r.number:03d} | {fmt_score(r.score)} | {fmt_delta(r.delta)} | {r.specialist} | "
                      f"{hyp(r).replace('|', '/')} |"] for r in top]
@@ -344,7 +350,7 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
     # chain ----------------------------------------------------------------------------------
     if best is not None:
         chain = tree.chain(cid, best.number)
-        ch = Section(3, [f"## Lineage of the current best (baseline → #{best.number:03d}, {len(chain)} trials)"])
+        ch = Section(4, [f"## Lineage of the current best (baseline → #{best.number:03d}, {len(chain)} trials)"])
         for i, r in enumerate(chain):
             prefix = "" if i == 0 else " └─ "
             mark = " ← BEST" if r is best else ""
@@ -352,7 +358,7 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
         sections.append(ch)
 
     # recent trials per specialist -----------------------------------------------------------
-    rec = Section(4, ["## Recent trials by specialist (newest first)"])
+    rec = Section(5, ["## Recent trials by specialist (newest first)"])
     rec.omission = "… ({n} more specialists not shown)"
     specs = sorted(index.by_specialist.get(cid, {}))
     if specialist in specs:
@@ -382,7 +388,7 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
     if best is not None:
         kids = tree.child_numbers(cid, best.number)
         if kids:
-            chs = Section(5, [f"## Children of the best #{best.number:03d} ({len(kids)})"])
+            chs = Section(6, [f"## Children of the best #{best.number:03d} ({len(kids)})"])
             chs.omission = "… ({n} more children)"
             for n in kids[:min(MAX_CHILDREN, cap)]:
                 r = table.row(cid, n)
@@ -394,7 +400,7 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
     # dead ends -------------------------------------------------------------------------------
     n_dead = index.dead_count(cid)
     if n_dead:
-        de = Section(6, [f"## Dead ends already tried ({n_dead} distinct ideas, newest first)"])
+        de = Section(7, [f"## Dead ends already tried ({n_dead} distinct ideas, newest first)"])
         de.omission = "… ({n} more dead ends)"
         for _key, nums in index.dead_ends(cid, min(MAX_DEAD, cap)):
             r = table.row(cid, nums[-1])
@@ -407,6 +413,19 @@ def render_lineage_view(state: Any, campaign: str | uuid.UUID, specialist: str, 
 
     kept = fit(sections, max_chars)
     return "\n\n".join("\n".join(s.lines()) for s in kept) + "\n"
+
+
+def notes_section(info: CampaignInfo, specialist: str) -> list[Section]:
+    """The open steering notes addressed to ``specialist`` (or to everyone), as a section."""
+    mine = info.open_notes(specialist)
+    if not mine:
+        return []
+    sec = Section(1, [f"## Notes from the people running this campaign ({len(mine)} open; follow them)"])
+    sec.omission = "… ({n} more notes)"
+    for n in mine:
+        to = "you" if n.specialist else "every specialist"
+        sec.items.append([f"- note {n.number} (from {n.actor.removeprefix('human:')}, to {to}): {clip(n.text, 400)}"])
+    return [sec]
 
 
 def estimate_tokens(text: str) -> int:

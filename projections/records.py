@@ -68,6 +68,33 @@ class Promotion:
 
 
 @dataclass(slots=True)
+class Note:
+    """A steering note left for a campaign: who left it, for whom ("" = every specialist), and
+    whether (and by whom, why) it was closed."""
+
+    number: int
+    text: str
+    specialist: str
+    actor: str
+    at: float
+    closed_at: float | None = None
+    closed_by: str = ""
+    close_reason: str = ""
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+    def addresses(self, specialist: str) -> bool:
+        return not self.specialist or self.specialist == specialist
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["open"] = self.open
+        return d
+
+
+@dataclass(slots=True)
 class CampaignInfo:
     campaign_id: uuid.UUID
     name: str
@@ -98,6 +125,11 @@ class CampaignInfo:
 
     policy: ev.NoisePolicyDecl | None = None
     retired: dict[str, str] = field(default_factory=dict)  # specialist -> why it proposes no more
+    notes: list[Note] = field(default_factory=list)  # steering notes, by number
+
+    def open_notes(self, specialist: str | None = None) -> list[Note]:
+        """The notes still open, those addressing ``specialist`` only when one is named."""
+        return [n for n in self.notes if n.open and (specialist is None or n.addresses(specialist))]
 
     @property
     def noise_sd(self) -> float:
@@ -134,7 +166,7 @@ class CampaignInfo:
             "harness_history": [list(h) for h in self.harness_history], "seed": self.seed,
             "opened_at": self.opened_at, "actor": self.actor, "noise": list(self.noise),
             "noise_sd": self.noise_sd, "promotions": [p.to_dict() for p in self.promotions],
-            "retired": dict(self.retired),
+            "retired": dict(self.retired), "notes": [n.to_dict() for n in self.notes],
             "closed_at": self.closed_at, "closed_reason": self.closed_reason, "state": self.state,
             "baseline_id": str(self.baseline_id) if self.baseline_id else None,
             "incumbent_number": self.incumbent_number, "incumbent_score": self.incumbent_score,
@@ -196,6 +228,9 @@ class TrialRow:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    turns: int = 0  # the proposer's conversation: turns, HTTP requests (retries included), retries
+    requests: int = 0
+    retries: int = 0
     cost_usd: float = 0.0
     proposed_at: float = 0.0
     preflight_passed: bool | None = None
@@ -231,6 +266,8 @@ class TrialRow:
     log_sha: str | None = None
     exit_status: int | None = None
     timed_out: bool = False
+    stopped_step: int | None = None  # the step the early-stopping rule stopped the run at
+    reference_compute_s: float = 0.0  # the compute of the run it was compared with (a full run's cost)
     finished_at: float | None = None
     started_at: float | None = None
     runner: str = ""
@@ -254,6 +291,14 @@ class TrialRow:
     def compute_s(self) -> float:
         """Trial compute time: training wall seconds plus evaluation wall seconds."""
         return self.wall_s + self.eval_wall_s
+
+    @property
+    def compute_saved_s(self) -> float:
+        """The compute the early-stopping rule saved on this trial: what the reference run it was
+        compared with took (training + evaluation), less what this run took; 0 if not stopped."""
+        if self.label != "stopped_early" or self.stopped_step is None:
+            return 0.0
+        return max(0.0, self.reference_compute_s - self.compute_s)
 
     @property
     def scored(self) -> bool:
@@ -299,6 +344,7 @@ class TrialRow:
         d["gates_failed"] = list(self.gates_failed)
         d["tokens"] = self.tokens
         d["compute_s"] = self.compute_s
+        d["compute_saved_s"] = self.compute_saved_s
         return d
 
 

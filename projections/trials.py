@@ -42,6 +42,7 @@ from ledger.lifecycle import phase_after
 from projections.base import Projection
 from projections.records import (
     CampaignInfo,
+    Note,
     Promotion,
     TrialRow,
     Verdict,
@@ -203,6 +204,18 @@ class TrialTable(Projection):
         c.retired[e.specialist] = e.reason
         self.touched_campaign = c.campaign_id
 
+    def on_NoteAdded(self, rec: Recorded, e: ev.NoteAdded) -> None:
+        c = self._camp(e.originator_id)
+        c.notes.append(Note(number=e.number, text=e.text, specialist=e.specialist, actor=e.actor, at=e.at))
+        self.touched_campaign = c.campaign_id
+
+    def on_NoteClosed(self, rec: Recorded, e: ev.NoteClosed) -> None:
+        c = self._camp(e.originator_id)
+        for n in c.notes:
+            if n.number == e.number:
+                n.closed_at, n.closed_by, n.close_reason = e.at, e.actor, e.reason
+        self.touched_campaign = c.campaign_id
+
     def on_CampaignClosed(self, rec: Recorded, e: ev.CampaignClosed) -> None:
         c = self._camp(e.originator_id)
         c.closed_at, c.closed_reason = e.at, e.reason
@@ -247,7 +260,8 @@ class TrialTable(Projection):
             diff_sha=e.diff_sha, diff_bytes=e.diff_bytes, prompt_sha=e.prompt_sha, transcript_sha=e.transcript_sha,
             seed=e.seed, backend=e.backend,
             model=e.model, proposer=e.actor, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-            cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens, cost_usd=e.cost_usd,
+            cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens, turns=u.turns,
+            requests=u.requests, retries=u.retries, cost_usd=e.cost_usd,
             proposed_at=e.at, task_sha=c.task_sha, harness_version=c.harness_version, last_at=e.at,
         )
         self.trials[r.trial_id] = r
@@ -292,6 +306,7 @@ class TrialTable(Projection):
         r.artifact_bytes = r.code_bytes = r.peak_rss_bytes = r.peak_gpu_bytes = 0
         r.artifact_sha = r.log_sha = None
         r.exit_status, r.timed_out, r.finished_at = None, False, None
+        r.stopped_step, r.reference_compute_s = None, 0.0
 
     def on_TrialStarted(self, rec: Recorded, e: ev.TrialStarted) -> None:
         r = self._row(e)
@@ -303,6 +318,11 @@ class TrialTable(Projection):
         r.sandbox = e.sandbox.kind if e.sandbox is not None else "unrecorded"
         r.harness_version = e.versions.get("harness") or e.versions.get("arledger") or c.harness_version
         r.task_sha = c.task_sha
+
+    def on_RunStoppedEarly(self, rec: Recorded, e: ev.RunStoppedEarly) -> None:
+        r = self._row(e)
+        if r is not None:
+            r.stopped_step, r.reference_compute_s = e.step, e.reference_compute_s
 
     def on_TrialFinished(self, rec: Recorded, e: ev.TrialFinished) -> None:
         r = self._row(e)

@@ -8,8 +8,10 @@
 2. ``TrialStarted`` (host, accelerator, versions, tree hash, slot, threads, GPUs, and the sandbox
    every command of the trial runs in: kind, version, mounts, limits, network);
 3. prepare the task's data (once per host and task version);
-4. build the workspace (``tasks.workspace``), train once per seed (``tasks.training``);
-5. store the artifacts and logs; ``TrialFinished``; a failed run gets its label and ends here;
+4. build the workspace (``tasks.workspace``), train once per seed (``tasks.training``), a proposal
+   watched by the task's early-stopping rule against the campaign's incumbent (``tasks.early_stop``);
+5. store the artifacts and logs; ``RunStoppedEarly`` when the rule stopped it; ``TrialFinished``; a
+   failed run gets its label (``stopped_early``, ``crash``, ...) and ends here;
 6. the evaluator (``tasks.evaluation``); ``TrialEvaluated``; the label: ``scored`` or the failure.
 
 The runner's part ends at *scored*: what the score means for the campaign is the campaign's verdict.
@@ -33,6 +35,7 @@ from tasks import bwrap
 from tasks import sandbox_plan as splan
 from tasks import workspace as wsp
 from tasks.attempt import Attempt, LeaseLost
+from tasks.early_stop import watch_for
 from tasks.evaluation import evaluate
 from tasks.prepare import DataCache
 from tasks.spec import TaskSpec
@@ -112,11 +115,21 @@ def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host
         att.add_points(points)
 
     abandoned = host.abandoned
+    watch = watch_for(led, spec, att.trial)  # the incumbent's curve, as it stands now
     tr = train(spec, seeds=seeds, ws=ws, tdir=tdir, train_view=data_dir / "train", slot=slot, plan_for=plan_for,
-               grace_s=host.grace_s, stop=att.stop, on_points=on_points, abandoned=abandoned)
+               grace_s=host.grace_s, stop=att.stop, on_points=on_points, abandoned=abandoned, watch=watch)
     if abandoned() or tr.last is None:
         raise LeaseLost("stopped while training")
     last = tr.last
+    stop = tr.stopped
+    if stop is not None:
+        r, ref = stop.rule, stop.reference
+        att.flush_metrics()
+        att.append(lambda t: t.stop_early(rid, ep, metric=r.metric, step=stop.step, value=stop.value,
+                                          reference_id=ref.trial_id, reference_number=ref.number,
+                                          reference_step=stop.reference_step, reference_value=stop.reference_value,
+                                          margin=r.margin, after_step=r.after_step, compare=r.compare,
+                                          direction=r.direction, reference_compute_s=ref.compute_s, rule=r.rule()))
     art_sha, art_bytes = _store_outputs(led, tr.runs, spec.artifact)
     log_sha, log_bytes = _store_logs(led, tr.logs)
     after = wsp.after_tree_sha(ws, exclude=set(wsp.staged_paths(spec)))

@@ -1,4 +1,5 @@
-"""What a sandboxed process may see and use: the plan, and the plans of the runner's four roles.
+"""What a sandboxed process may see and use: the plan, the plans of the runner's four roles, and the
+coding agent's.
 
 A :class:`SandboxPlan` is a frozen value: the directories bound read-write and read-only (each at
 its own host path, so commands and placeholders keep their paths), the files inside a read-write
@@ -19,7 +20,14 @@ The roles (one builder each):
   version): the host read-only (it links a full-scale task's data from wherever the user keeps it),
   minus the ledger, its artifacts and keys, the work root and every other task's data, with a
   private ``/tmp``; it writes only its data dir and the download cache, and has the network (data
-  comes from package registries).
+  comes from package registries);
+* **agent** (:func:`agent_plan`) — a coding agent writing a proposal (``--backend agent:CMD``): its
+  scratch copy of the parent's recipe files, its own home and its outbox read-write; its prompt, the
+  interpreter and the files its command names read-only; never the task directory (so no evaluator
+  file), the data (so no held-out split), the ledger, its artifacts or keys. Its network is the
+  host's when it needs one for its API (``network=True``: bubblewrap shares the host's network
+  namespace, and the resolver and TLS files of ``/etc`` are bound read-only), else none; either way
+  the plan's record says so and the proposal's transcript carries it.
 
 Every plan also gets the system directories (``/usr`` and the top-level links into it), a few files
 of ``/etc`` (the loader cache, alternatives, time zone), a synthetic ``/etc/passwd``, a private
@@ -72,7 +80,7 @@ class Gpu:
 
 @dataclass(frozen=True)
 class SandboxPlan:
-    role: str  # train | estimate | evaluate | prepare
+    role: str  # train | estimate | evaluate | prepare | agent
     cwd: Path
     read_write: tuple[Path, ...] = ()
     read_only: tuple[Path, ...] = ()
@@ -242,3 +250,33 @@ def prepare_plan(*, data: Path, downloads: Path, hidden: Sequence[Path | str], c
     return SandboxPlan(role="prepare", cwd=here, read_write=(Path(data), Path(downloads)),
                        read_only=(here, Path(os.path.abspath(task))), interpreter=interpreter_paths(),
                        hidden=tuple(dirs + files), network=True, limits=limits, home="/tmp", whole_host=True)
+
+
+NETWORK_ETC = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
+               "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/services", "/etc/protocols")
+"""What a process needs of ``/etc`` to resolve names and check TLS certificates."""
+
+
+def agent_plan(*, copy: Path, home: Path, outbox: Path, inputs: Sequence[Path], tools: Sequence[Path],
+               forbidden: Sequence[Path], limits: Limits, network: bool) -> SandboxPlan:
+    """A coding agent's sandbox (see the module docstring): ``copy``, ``home`` and ``outbox``
+    read-write, ``inputs`` (its prompt) and ``tools`` (its program and what else it needs)
+    read-only. A read-only path that is, holds or lies inside one of ``forbidden`` (the task
+    directory, the data, the ledger) is refused with a ValueError naming it."""
+    for p in tools:
+        q = Path(os.path.abspath(p))
+        for f in forbidden:
+            g = Path(os.path.abspath(f))
+            if q == g or g in q.parents or q in g.parents:
+                raise ValueError(f"{q} cannot be given to the agent: it {'is' if q == g else 'overlaps'} {g}, which "
+                                 "the agent must never see (the task directory, the data or the ledger)")
+    interp = interpreter_paths()
+    given = [Path(os.path.abspath(p)) for p in (*inputs, *tools)]
+    if network:
+        given += [Path(p) for p in NETWORK_ETC if os.path.lexists(p)]
+    # a path inside one bound anyway (the interpreter, /usr, ...) is visible already: binding it again
+    # would make bubblewrap create a mount point in a read-only tree
+    covered = [*interp, *(Path(d) for d in SYSTEM_DIRS)]
+    ro = [p for p in _outermost(given) if not any(c == p or c in p.parents for c in covered)]
+    return SandboxPlan(role="agent", cwd=Path(copy), read_write=(Path(copy), Path(home), Path(outbox)),
+                       read_only=tuple(ro), interpreter=interp, network=network, limits=limits, home=str(home))

@@ -136,6 +136,29 @@ class Resources:
     network: bool = False  # the recipe's sandbox shares the host's network (recorded with the trial)
 
 
+EARLY_STOP_COMPARE = ("incumbent", "baseline")
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """``[early_stop]``: stop a proposal's run whose logged ``metric`` (a ``metric NAME=VALUE step=N``
+    line) at a step >= ``after_step`` is worse than the reference run's at the same step by more than
+    ``margin``; the reference is the campaign's incumbent (or its baseline) when the run starts.
+    ``direction`` says which way the logged metric is better (a loss: "min")."""
+
+    metric: str
+    after_step: int = 0
+    margin: float = 0.0
+    compare: str = "incumbent"  # incumbent | baseline
+    direction: str = "min"  # min | max
+
+    def rule(self) -> str:
+        """The rule in words, as trial reasons and the docs say it."""
+        worse = "higher" if self.direction == "min" else "lower"
+        return (f"stop when {self.metric} at step >= {self.after_step} is {worse} than the {self.compare}'s at "
+                f"that step by more than {self.margin:g}")
+
+
 @dataclass(frozen=True)
 class CheckResult:
     name: str
@@ -166,6 +189,7 @@ class TaskSpec:
     surfaces: dict[str, Surface] = field(hash=False)
     specialists: tuple[Specialist, ...] = ()
     patches: tuple[Patch, ...] = ()
+    early_stop: EarlyStop | None = None  # [early_stop]: None when the task declares no rule
 
     @property
     def toml_path(self) -> Path:

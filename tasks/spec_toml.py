@@ -15,9 +15,11 @@ from typing import Any
 from tasks.data import DataSource
 from tasks.knobs import knob_line, regions_of
 from tasks.spec import (
+    EARLY_STOP_COMPARE,
     NAME_RE,
     Budgets,
     Commands,
+    EarlyStop,
     Gates,
     Knob,
     NoisePolicy,
@@ -211,6 +213,8 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
         rs.fail("max_procs", f"must be at least 8, got {resources.max_procs}", "set max_procs to 8 or more")
     rs.done()
 
+    early_stop = _early_stop(f, top.get("early_stop", "table", required=False))
+
     data = []
     for i, d in enumerate(top.get("data", "array of tables", required=False, default=[])):
         dr = _Reader(f, d, f"data[{i}]")
@@ -318,7 +322,34 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
                     direction=direction, recipe_dir=recipe_dir, recipe_root=recipe_root, recipe_files=recipe_files,
                     evaluator_files=evaluator_files, stage_into_workspace=stage, artifact=artifact,
                     commands=commands, budgets=budgets, gates=gates, noise=noise, resources=resources,
-                    data=tuple(data), surfaces=surfaces, specialists=tuple(specialists), patches=tuple(patches))
+                    data=tuple(data), surfaces=surfaces, specialists=tuple(specialists), patches=tuple(patches),
+                    early_stop=early_stop)
+
+
+_METRIC_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
+
+
+def _early_stop(f: Path, raw: Any) -> EarlyStop | None:
+    """The optional ``[early_stop]`` table (see :class:`tasks.spec.EarlyStop`)."""
+    if raw is None:
+        return None
+    r = _Reader(f, raw, "early_stop")
+    metric = r.get("metric", "string", fix='add `metric = "train_loss"` (a name the recipe prints in its '
+                   "`metric NAME=VALUE step=N` lines) under [early_stop]")
+    if not _METRIC_NAME_RE.match(metric) or metric == "step":
+        r.fail("metric", f"{metric!r} is not a metric name a `metric NAME=VALUE step=N` line can carry",
+               "use the NAME the recipe prints, e.g. train_loss")
+    after = r.positive("after_step", "int", required=False, default=0, allow_zero=True)
+    margin = float(r.positive("margin", required=False, default=0.0, allow_zero=True))
+    compare = r.get("compare", "string", required=False, default="incumbent")
+    if compare not in EARLY_STOP_COMPARE:
+        r.fail("compare", f"unknown reference {compare!r}", f"use one of: {', '.join(EARLY_STOP_COMPARE)}")
+    direction = r.get("direction", "string", required=False, default="min")
+    if direction not in ("min", "max"):
+        r.fail("direction", f"must be \"min\" or \"max\", got {direction!r}",
+               'write "min" for a loss (lower is better) or "max"')
+    r.done()
+    return EarlyStop(metric=metric, after_step=after, margin=margin, compare=compare, direction=direction)
 
 
 _KNOB_TYPES = ("float", "int", "bool", "choice")

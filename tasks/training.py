@@ -1,7 +1,10 @@
 """Training one trial: the task's train command once per seed, in its workspace, under its budget.
 
 `train` runs the seeds one after another, each in its sandbox (:func:`tasks.sandbox.run`), hands
-every ``metric`` line to ``on_points``, and after each seed checks what the run may not do: change a
+every ``metric`` line to ``on_points`` and, when the task declares an early-stopping rule, to the
+attempt's :class:`~tasks.early_stop.Watch` (a stop it calls for ends the run at once: the failure
+``stopped_early``, the :class:`~tasks.early_stop.Stop` in ``Training.stopped``), and after each seed
+checks what the run may not do: change a
 staged evaluator file (``illegal_edit``), fail (``classify_run``'s label: crash, oom, diverged,
 train_budget_overrun), or leave links or special files in its output (``illegal_edit``). The first
 failure ends the trial's training. It returns a :class:`Training` value; recording it is the
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from tasks import classify, sandbox
 from tasks import workspace as wsp
+from tasks.early_stop import Stop, Watch
 from tasks.sandbox_plan import SandboxPlan
 from tasks.spec import TaskSpec
 
@@ -58,6 +62,7 @@ class Training:
     peak_gpu_bytes: int = 0
     last: sandbox.RunResult | None = None
     failure: Failure | None = None
+    stopped: Stop | None = None  # the early-stopping rule ended the run
 
 
 def seeds_for(given: list[int], n: int) -> list[int]:
@@ -73,7 +78,7 @@ def seeds_for(given: list[int], n: int) -> list[int]:
 def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view: Path, slot: Slot,
           plan_for: Callable[[Path], SandboxPlan | None], grace_s: float, stop: threading.Event,
           on_points: Callable[[int, list[tuple[int, str, float]]], None],
-          abandoned: Callable[[], bool]) -> Training:
+          abandoned: Callable[[], bool], watch: Watch | None = None) -> Training:
     """Run every seed (see the module doc), each in the sandbox ``plan_for(output dir)`` gives (None:
     ``--unsafe-no-sandbox``). ``on_points(seed, points)`` gets each run's metric points as they are
     printed; ``abandoned()`` says the attempt is over (lease lost, hard stop): training stops at once
@@ -93,15 +98,18 @@ def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view:
                                      "seed": str(seed), "threads": str(slot.threads),
                                      "data": str(train_view)}).argv(spec.commands.train)
         log_path = tdir / "logs" / f"train-{i}.log"
+        run_stop = _Either(stop)
 
-        def on_line(line: str, seed: int = seed) -> None:
+        def on_line(line: str, seed: int = seed, run_stop: _Either = run_stop) -> None:
             if line.startswith("metric"):
                 pts = classify.parse_metric_lines(line)
                 if pts:
                     on_points(seed, pts)
+                    if watch is not None and watch.see(pts) is not None:
+                        run_stop.set()
 
         res = sandbox.run(argv, cwd=ws, env=env, log_path=log_path, timeout_s=spec.budgets.train_s,
-                          grace_s=grace_s, plan=plan_for(run_dir), on_line=on_line, stop=stop,
+                          grace_s=grace_s, plan=plan_for(run_dir), on_line=on_line, stop=run_stop,
                           gpu_devices=cvd if cvd else None, sweep_roots=[ws, run_dir, home])
         if abandoned():
             return out
@@ -112,10 +120,28 @@ def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view:
         out.cpu_s += res.cpu_s
         out.peak_rss_bytes = max(out.peak_rss_bytes, res.peak_rss_bytes)
         out.peak_gpu_bytes = max(out.peak_gpu_bytes, res.peak_gpu_bytes)
+        if res.stopped and not stop.is_set() and watch is not None and watch.fired is not None:
+            out.stopped = watch.fired
+            changed = wsp.evaluator_changes(spec, ws, expected)
+            out.failure = Failure("illegal_edit", f"the run changed evaluator-owned file(s): {', '.join(changed)}") \
+                if changed else Failure("stopped_early", watch.fired.reason)
+            return out
         out.failure = _check_run(spec, res, ws, run_dir, log_path, expected, seed if len(seeds) > 1 else None)
         if out.failure is not None:
             return out
     return out
+
+
+class _Either(threading.Event):
+    """Set when it is set itself (the early-stopping rule fired) or when ``other`` (the attempt's
+    stop) is: what :func:`tasks.sandbox.run` watches to end a run."""
+
+    def __init__(self, other: threading.Event):
+        super().__init__()
+        self.other = other
+
+    def is_set(self) -> bool:
+        return super().is_set() or self.other.is_set()
 
 
 def _check_run(spec: TaskSpec, res: sandbox.RunResult, ws: Path, run_dir: Path, log_path: Path,

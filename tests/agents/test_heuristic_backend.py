@@ -429,3 +429,18 @@ def test_random_backend_ignores_the_incumbent_and_is_deterministic_per_seed():
         ctx.record(p, status="discard", score=1.6)
     assert all(1e-4 <= v <= 3e-2 for v in lrs)
     assert sum(v < 1e-3 for v in lrs) >= 8  # log-uniform: about half below the geometric middle (1.7e-3)
+
+
+def test_a_move_stopped_early_counts_against_its_direction():
+    ctx = Ctx("opt")
+    ctx.add(0, "opt", status="stopped_early", knobs={"LR": 0.004})
+    backend = HeuristicBackend()
+    for i in range(25):
+        p = backend.propose(ctx)
+        moved = changed_knobs(ctx, p)
+        if "LR" in moved:
+            # the raise was losing to the incumbent when it was stopped: the other direction goes first
+            assert moved["LR"][1] < 0.001 and "#1" in p.hypothesis, p.hypothesis
+            return
+        ctx.record(p, status="discard", score=1.51 + 0.001 * i)
+    raise AssertionError("it never moved LR again")

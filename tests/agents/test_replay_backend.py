@@ -122,3 +122,18 @@ def test_hand_written_file_and_clear_errors(tmp_path: Path):
         ReplayBackend(bad)
     with pytest.raises(ReplayFileError, match="cannot read"):
         ReplayBackend(tmp_path / "missing.jsonl")
+
+
+def test_a_replayed_failure_keeps_its_model_expected_delta_and_parent(tmp_path: Path):
+    path = tmp_path / "failures.jsonl"
+    failed = ProposalFailed("outside_surface", "the diff touches evaluate.py", hypothesis="score it myself",
+                            diff=proposal("0.5").diff, model="gpt-5.4", expected_delta=-0.3, parent=2)
+    ReplayBackend.record([("opt", failed)], path)
+    with pytest.raises(ProposalFailed) as info:
+        ReplayBackend(path).propose(Ctx("opt"))
+    e = info.value
+    assert (e.kind, e.model, e.expected_delta, e.parent, e.backend) == ("outside_surface", "gpt-5.4", -0.3, 2, "replay")
+    assert e.diff == failed.diff and e.hypothesis == "score it myself"
+    path.write_text(json.dumps({"specialist": "opt", "failure": {"kind": "refused"}, "parent": "two"}) + "\n")
+    with pytest.raises(ReplayFileError, match="field 'parent' must be a trial number or null"):
+        ReplayBackend(path)
