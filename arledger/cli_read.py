@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import difflib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
+from arledger import layout
+from arledger.layout import plural
 from arledger.options import CAMPAIGN, JSON, KEY, LEDGER, open_ledger
 from ledger.app import Ledger
 from ledger.artifacts import ArtifactError
 from ledger.objective import Objective
 from ledger.store import LedgerError
-
-
-def _console() -> Console:
-    """Plain text (no markup: hypotheses are full of brackets); wide when not on a terminal."""
-    return Console(soft_wrap=True, highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
 
 
 def _projector(led: Ledger, until: int | None = None) -> Any:
@@ -68,8 +63,10 @@ def _trial(proj: Any, spec: str, campaign: str | None) -> Any:
     return row
 
 
-def _when(t: float | None) -> str:
-    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+def _when(t: float | None, *, short: bool = False) -> str:
+    if t is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 def _json(obj: Any) -> None:
@@ -82,7 +79,9 @@ def _json(obj: Any) -> None:
 @click.command("status")
 @LEDGER
 @JSON
-def status_cmd(ledger_url: str | None, as_json: bool) -> None:
+@click.option("--wide", is_flag=True,
+              help="Every column, however wide (default: the columns that fit the screen).")
+def status_cmd(ledger_url: str | None, as_json: bool, wide: bool) -> None:
     """Campaigns in the ledger and where each stands."""
     from projections.export import campaign_summary, fmt_metric
 
@@ -99,16 +98,13 @@ def status_cmd(ledger_url: str | None, as_json: bool) -> None:
         if as_json:
             _json({"ledger": led.describe(), "events": proj.cursor, "campaigns": out})
             return
-        con = _console()
-        con.print(f"{led.describe()} · {proj.cursor} events · {len(out)} campaign(s)")
+        avail = layout.width()
+        _echo_wrapped(f"{led.describe()} · {plural(proj.cursor, 'event')} · {plural(len(out), 'campaign')}",
+                      avail)
         if not out:
-            con.print("No campaigns yet.")
+            click.echo("No campaigns yet.")
             return
-        t = Table(show_header=True, header_style="bold")
-        numeric = ("trials", "keeps", "in flight", "start", "best", "change", "confirmed")
-        for col in ("campaign", "task", "metric", "arm", "state", "trials", "keeps", "in flight", "start", "best",
-                    "change", "confirmed", "last activity"):
-            t.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
+        rows = []
         for s in out:
             arrow = "↓" if s["direction"] == "min" else "↑"
             change = f"{s['rel_change_pct']:+.2f}%" if s["rel_change_pct"] is not None else "—"
@@ -116,17 +112,37 @@ def status_cmd(ledger_url: str | None, as_json: bool) -> None:
             confirmed = "—"
             if s["confirmed"] is not None:
                 confirmed = (f"{fmt_metric(s['confirmed'])} (#{s['confirmed_trial']}, "
-                             f"{s['confirmed_runs']} run{'s' if s['confirmed_runs'] != 1 else ''})")
-            t.add_row(s["name"], s["task"], f"{s['metric']} {arrow}", s["arm"], s["state"], str(s["trials"]),
-                      str(s["keeps"]), str(s["in_flight"]), fmt_metric(s["start"]), best, change, confirmed,
-                      _when(s["last_activity"]))
-        con.print(t)
+                             f"{plural(s['confirmed_runs'], 'run')})")
+            rows.append([s["name"], s["task"], f"{s['metric']} {arrow}", s["arm"], s["state"],
+                         str(s["trials"]), str(s["keeps"]), str(s["in_flight"]), fmt_metric(s["start"]), best,
+                         change, confirmed, _when(s["last_activity"], short=True)])
+        lines, hidden = layout.table(STATUS_COLUMNS, rows, avail, wide=wide)
+        click.echo("\n".join(lines))
         for s in out:  # the labels add up to the trials; the baseline is not a trial
             labels = ", ".join(f"{n} {k}" for k, n in s["status_counts"].items()) or "none labelled yet"
             base = ("labelled " + ", ".join(s["baseline_status_counts"])) if s["baseline_status_counts"] else "not labelled yet"
             score = f", {s['metric']} {fmt_metric(s['start'])}" if s["start"] is not None else ""
             saved = f"; early stopping saved {s['compute_saved_s']:.0f} s of compute" if s["compute_saved_s"] else ""
-            con.print(f"{s['name']}: {s['trials']} trials — {labels}; plus the baseline ({base}{score}){saved}")
+            _echo_wrapped(f"{s['name']}: {plural(s['trials'], 'trial')} — {labels}; plus the baseline "
+                          f"({base}{score}){saved}", avail, indent=2)
+        if hidden:
+            _echo_wrapped(f"(not shown at {avail} columns: {', '.join(hidden)}; `arledger status --wide` "
+                          "shows every column)", avail)
+
+
+STATUS_COLUMNS = [
+    layout.Column("campaign", 0), layout.Column("task", 9), layout.Column("metric", 3),
+    layout.Column("arm", 8), layout.Column("state", 1), layout.Column("trials", 1, right=True),
+    layout.Column("keeps", 1, right=True), layout.Column("in flight", 6, right=True),
+    layout.Column("start", 4, right=True), layout.Column("best", 2, right=True),
+    layout.Column("change", 2, right=True), layout.Column("confirmed", 5, right=True),
+    layout.Column("last activity (UTC)", 7),
+]
+"""status's columns; at a narrow width the highest priority numbers are left out first."""
+
+
+def _echo_wrapped(text: str, avail: int, *, label: str = "", indent: int | None = None) -> None:
+    click.echo("\n".join(layout.wrap(text, avail, label=label, indent=indent)))
 
 
 @click.command("show")
@@ -134,7 +150,9 @@ def status_cmd(ledger_url: str | None, as_json: bool) -> None:
 @LEDGER
 @CAMPAIGN
 @JSON
-def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: bool) -> None:
+@click.option("--prompt", is_flag=True,
+              help="Print the exact view the proposer was shown (from its artifact).")
+def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: bool, prompt: bool) -> None:
     """One trial: hypothesis, diff, outcome, log excerpt and lineage."""
     from projections.lineage_view import fmt_delta, fmt_score, trial_tag
 
@@ -142,6 +160,9 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
         proj = _projector(led)
         row = _trial(proj, trial, campaign)
         info = proj.trials.campaigns[row.campaign_id]
+        if prompt:
+            click.echo(_prompt_text(led, row, info.name), nl=False)
+            return
         diff = _artifact_text(led, row.diff_sha)
         log = _artifact_text(led, row.log_sha)
         log_tail = "\n".join(log.splitlines()[-30:]) if log else None
@@ -153,73 +174,99 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
                       "children": [r.number for r in kids], "metric": info.metric, "direction": info.direction})
             _json(d)
             return
-        con = _console()
-        out = con.print
+        avail = layout.width()
+
+        def out(text: str, label: str = "") -> None:
+            _echo_wrapped(text, avail, label=label, indent=2 if label else None)
+
         out(f"{info.name} #{row.number:03d} — {row.specialist} (surface {row.surface or '—'}) · {row.kind} · "
             f"{row.state}" + (" · QUARANTINED" if row.quarantined else ""))
-        out(f"Hypothesis: {row.hypothesis}")
-        parent = f"#{row.parent:03d}" if row.parent is not None else "none"
+        out(row.hypothesis, "Hypothesis: ")
+        parent = (f"#{row.parent:03d}" if row.parent is not None else "none"
+                  if row.kind in ("baseline", "imported") else "the task's baseline snapshot (no trial)")
         exp = f" · expected Δ {fmt_delta(row.expected_delta)}" if row.expected_delta is not None else ""
-        out(f"Parent: {parent}{exp} · proposed {_when(row.proposed_at)} by {row.proposer}")
+        out(f"{parent}{exp} · proposed {_when(row.proposed_at)} by {row.proposer}", "Parent: ")
         score = f"{info.metric}={fmt_score(row.score)}" if row.score is not None else "no score"
         delta = f" · Δ vs incumbent {fmt_delta(row.delta)}" if row.delta is not None else ""
-        out(f"Outcome: {row.label or '(not labelled yet)'} · {score}{delta}"
+        out(f"{row.label or '(not labelled yet)'} · {score}{delta}"
             + (f" · labelled by {row.label_actor} {_when(row.labelled_at)}" if row.labelled_at else "")
-            + (f" · corrected {row.relabels}× (first label {row.first_label})" if row.relabels else ""))
+            + (f" · corrected {row.relabels}× (first label {row.first_label})" if row.relabels else ""),
+            "Outcome: ")
         v = row.verdict
         if v is not None:
             runs = ", ".join(f"#{n} {fmt_score(x)}" for n, x in v.runs)
-            out(f"Verdict: {v.verdict} by {v.actor} {_when(v.at)} — {v.reason}")
+            out(f"{v.verdict} by {v.actor} {_when(v.at)} — {v.reason}", "Verdict: ")
             if v.policy != "as labelled":
                 inc = (f"#{v.incumbent_number} {fmt_score(v.incumbent_score)}" if v.incumbent_number is not None
                        else "—")
                 imp = fmt_delta(v.improvement) if v.improvement is not None else "—"
-                out(f"  Evidence: runs {runs or '—'} · mean {fmt_score(v.mean)} · incumbent {inc} · improvement "
-                    f"{imp} · threshold {v.rule or fmt_score(v.threshold)} · policy {v.policy}")
+                out(f"runs {runs or '—'} · mean {fmt_score(v.mean)} · incumbent {inc} · improvement "
+                    f"{imp} · threshold {v.rule or fmt_score(v.threshold)} · policy {v.policy}",
+                    "  Evidence: ")
         if row.reason:
-            out(f"Reason: {row.reason}")
+            out(row.reason, "Reason: ")
         if row.excerpt:
-            out(f"Excerpt: {row.excerpt}")
+            out(row.excerpt, "Excerpt: ")
         if row.gates_failed:
-            out(f"Failed gates: {', '.join(row.gates_failed)}")
+            out(", ".join(row.gates_failed), "Failed gates: ")
         if row.metrics:
-            out("Metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(row.metrics.items())))
-        out(f"Run: runner {row.runner or '—'} · accelerator {row.accelerator or '—'} · attempts {row.attempts} · "
-            f"wall {row.wall_s:.1f}s · cpu {row.cpu_s:.1f}s · eval {row.eval_wall_s:.1f}s · "
-            f"artifact {row.artifact_bytes:,} bytes · started {_when(row.started_at)} · finished {_when(row.finished_at)}")
-        out(f"Evaluator: {row.evaluator or '—'} · task {row.task_sha[:12] or '—'} · harness "
-            f"{row.harness_version or '—'}")
+            out(", ".join(f"{k}={v:.6g}" for k, v in sorted(row.metrics.items())), "Metrics: ")
+        if row.last_metrics:
+            out(", ".join(f"{k}={v:.6g}" for k, v in sorted(row.last_metrics.items()))
+                + (f" at step {row.last_step}" if row.last_step is not None else "")
+                + f" ({plural(row.metric_points, 'point')}; informational, not a score)", "Reported: ")
+        art = (f"artifact file {row.artifact_bytes:,} bytes (+ code {row.code_bytes:,})" if row.code_bytes
+               else f"artifact file {row.artifact_bytes:,} bytes")
+        out(f"runner {row.runner or '—'} · accelerator {row.accelerator or '—'} · "
+            f"{plural(row.attempts, 'attempt')} · wall {row.wall_s:.1f}s · cpu {row.cpu_s:.1f}s · "
+            f"eval {row.eval_wall_s:.1f}s · {art} · started {_when(row.started_at)} · finished "
+            f"{_when(row.finished_at)}", "Run: ")
+        out(f"{row.evaluator or '—'} · task {row.task_sha[:12] or '—'} · harness "
+            f"{row.harness_version or '—'}", "Evaluator: ")
         if row.tokens or row.cost_usd or row.requests:
-            out(f"Cost: ${row.cost_usd:.4f} · {row.tokens:,} tokens ({row.input_tokens:,} in, {row.output_tokens:,} out) "
-                f"· {row.turns} turns, {row.requests} requests ({row.retries} retried) · {row.backend} {row.model}")
+            out(f"${row.cost_usd:.4f} · {row.tokens:,} tokens ({row.input_tokens:,} in, "
+                f"{row.output_tokens:,} out) · {plural(row.turns, 'turn')}, {plural(row.requests, 'request')} "
+                f"({row.retries} retried) · {row.backend} {row.model}", "Cost: ")
+        if row.prompt_sha:
+            out(f"`arledger show {info.name}/{row.number} --prompt` prints the view the proposer was shown",
+                "Prompt: ")
         if row.notes:
-            out(f"Notes: {row.notes}")
-        out("")
-        out("Lineage")
-        for i, r in enumerate(chain):
-            out(("" if i == 0 else "  " * (i - 1) + " └─ ") + trial_tag(r, info.metric) + " " + _clip(r.hypothesis, 90))
+            out(row.notes, "Notes: ")
+        click.echo("")
+        click.echo("Lineage")
+        nxt = {a.number: [b] for a, b in zip(chain, chain[1:], strict=False)}
+        click.echo("\n".join(layout.tree(chain[:1], lambda r: nxt.get(r.number, []),
+                                         lambda r: trial_tag(r, info.metric) + " " + r.hypothesis, avail)))
         if kids:
-            out(f"Children ({len(kids)}): " + ", ".join(f"#{r.number:03d} {r.state}" for r in kids[:40])
-                + (" …" if len(kids) > 40 else ""))
-        out("")
+            out(", ".join(f"#{r.number:03d} {r.state}" for r in kids), f"Children ({len(kids)}): ")
+        click.echo("")
         if diff is not None:
-            out("Diff")
+            click.echo("Diff")
             click.echo(diff.rstrip("\n"))
         elif row.diff_sha:
-            out(f"Diff: artifact {row.diff_sha[:16]}… is missing from the store")
+            out(f"artifact {row.diff_sha[:16]} is missing from the store", "Diff: ")
         else:
-            out("Diff: none recorded" + (" (imported records carry no code)" if row.kind in ("imported", "baseline")
-                                          else ""))
+            out("none recorded" + (" (imported records carry no code)" if row.kind in ("imported", "baseline")
+                                   else ""), "Diff: ")
         if log_tail is not None:
-            out("")
-            out("Log (last 30 lines)")
+            click.echo("")
+            click.echo("Log (last 30 lines)")
             click.echo(log_tail)
 
 
-def _clip(text: str, n: int) -> str:
-    from projections.lineage_view import clip
-
-    return clip(text, n)
+def _prompt_text(led: Ledger, row: Any, campaign: str) -> str:
+    """The view the proposer of ``row`` was shown, from the artifact its proposal recorded."""
+    if not row.prompt_sha:
+        why = ("it was not proposed by a specialist" if row.kind in ("baseline", "confirmation", "rerun")
+               else "imported records carry none" if row.kind == "imported" else "its proposal recorded none")
+        raise click.ClickException(f"trial {campaign}/{row.number} has no recorded prompt ({why}); "
+                                   f"`arledger show {campaign}/{row.number}` shows what it did")
+    try:
+        text = led.artifacts.get_text(row.prompt_sha)
+    except ArtifactError as e:
+        raise click.ClickException(f"the prompt of trial {campaign}/{row.number} cannot be read: {e}; run "
+                                   "`arledger audit verify`") from None
+    return text if text.endswith("\n") else text + "\n"
 
 
 def _artifact_text(led: Ledger, sha: str | None) -> str | None:
@@ -325,19 +372,24 @@ def lineage_cmd(trial: str | None, ledger_url: str | None, campaign: str | None,
                                   "score": r.score} for r in ancestors],
                    "tree": [node(r, 0) for r in roots]})
             return
-        lines: list[str] = []
-        for i, r in enumerate(ancestors):
-            lines.append(("" if i == 0 else "   " * (i - 1) + "└─ ") + trial_tag(r, info.metric) + " "
-                         + _clip(r.hypothesis, 90))
-        base_indent = len(ancestors)
-        stack: list[tuple[Any, int]] = [(r, 0) for r in reversed(roots)]
-        while stack:
-            r, level = stack.pop()
-            ind = base_indent + level
-            prefix = "" if ind == 0 else "   " * (ind - 1) + "└─ "
-            lines.append(prefix + trial_tag(r, info.metric) + " " + _clip(r.hypothesis, 90))
-            if depth is None or level < depth:
-                stack.extend((c, level + 1) for c in reversed(kids(r)))
+        # the ancestors lead down to TRIAL, one child each; below it, its subtree to --depth
+        path = [*ancestors, *roots[:1]] if ancestors else []
+        nxt = {a.number: [b] for a, b in zip(path, path[1:], strict=False)}
+        level = {r.number: 0 for r in roots}
+
+        def shown(r: Any) -> list[Any]:
+            if r.number in nxt:
+                return nxt[r.number]
+            if depth is not None and level.get(r.number, 0) >= depth:
+                return []
+            cs = kids(r)
+            for c in cs:
+                level[c.number] = level.get(r.number, 0) + 1
+            return cs
+
+        avail = layout.width()
+        lines = layout.tree(path[:1] or roots, shown,
+                            lambda r: trial_tag(r, info.metric) + " " + r.hypothesis, avail)
         click.echo(f"# {info.name}: {info.metric} ({info.objective.word} is better)"
                    + (" · keeps only" if keeps_only else ""))
         click.echo("\n".join(lines) if lines else "(no trials)")
@@ -372,9 +424,12 @@ def _checkpoint(led: Ledger, key_path: Path | None, sign: bool) -> dict[str, Any
 @KEY
 @click.option("--no-sign", is_flag=True, help="Record the unsigned size and root instead of signing a checkpoint.")
 @click.option("--no-figures", is_flag=True, help="Skip the figures (faster).")
+@click.option("--no-verify", is_flag=True, help="Do not verify the ledger for the page's integrity section.")
 def export_cmd(campaigns: tuple[str, ...], out_dir: Path, ledger_url: str | None, key_path: Path | None,
-               no_sign: bool, no_figures: bool) -> None:
-    """Paper export: summary.json, CSV/Parquet tables, LaTeX tables, figures, signed manifest."""
+               no_sign: bool, no_figures: bool, no_verify: bool) -> None:
+    """Paper export: summary.json, CSV/Parquet tables, LaTeX tables, figures, signed manifest, and
+    index.html (one self-contained page of it all)."""
+    from ledger.audit import verify
     from projections.export import export, fmt_metric
 
     err = Console(stderr=True)
@@ -382,27 +437,34 @@ def export_cmd(campaigns: tuple[str, ...], out_dir: Path, ledger_url: str | None
         cp = _checkpoint(led, key_path, sign=not no_sign)
         with err.status("reading the ledger…") as st:
             proj = _projector(led, until=cp["size"])
+            if not no_verify:
+                st.update("verifying the ledger…")
+            checked = None if no_verify else verify(led).to_dict()
             try:
                 manifest = export(proj, out_dir, list(campaigns) or None, checkpoint=cp, ledger=led.describe(),
-                                  figures=not no_figures, progress=lambda m: st.update(f"writing {m}…"))
+                                  figures=not no_figures, progress=lambda m: st.update(f"writing {m}…"),
+                                  text_of=lambda sha: _artifact_text(led, sha), verification=checked)
             except OSError as e:
                 raise click.ClickException(f"cannot write to {out_dir}: {e.strerror or e}") from None
     summary = json.loads((out_dir / "summary.json").read_text())
-    con = _console()
-    t = Table(show_header=True, header_style="bold", title="Headline")
-    for col in ("run", "metric", "start", "best", "change", "trials", "keeps"):
-        t.add_column(col, justify="left" if col in ("run", "metric") else "right")
-    for s in summary["campaigns"]:
-        t.add_row(s["title"], f"{s['metric']} ({Objective(s['direction']).word})",
-                  fmt_metric(s["start"]), fmt_metric(s["best"]),
-                  f"{s['rel_change_pct']:.2f}%" if s["rel_change_pct"] is not None else "—",
-                  str(s["trials"]), str(s["keeps"]))
-    con.print(t)
+    rows = [[s["title"], f"{s['metric']} ({Objective(s['direction']).word})", fmt_metric(s["start"]),
+             fmt_metric(s["best"]), f"{s['rel_change_pct']:.2f}%" if s["rel_change_pct"] is not None else "—",
+             str(s["trials"]), str(s["keeps"])] for s in summary["campaigns"]]
+    avail = layout.width()
+    lines, hidden = layout.table(EXPORT_COLUMNS, rows, avail)
+    click.echo("Headline\n" + "\n".join(lines))
     signed = "signed" if cp["signed"] else "UNSIGNED"
-    con.print(f"{len(manifest['files'])} files written to {out_dir} · {signed} checkpoint size {cp['size']} "
-              f"root {cp['root'][:16]}… (manifest.json)")
+    _echo_wrapped(f"{len(manifest['files'])} files written to {out_dir} (open {out_dir / 'index.html'}) · "
+                  f"{signed} checkpoint size {cp['size']} root {cp['root'][:16]} (manifest.json)", avail)
+    if hidden:
+        _echo_wrapped(f"(not shown at {avail} columns: {', '.join(hidden)}; see summary.json)", avail)
     if not cp["signed"]:
-        con.print(f"note: {cp['note']}")
+        _echo_wrapped(f"note: {cp['note']}", avail)
+
+
+EXPORT_COLUMNS = [layout.Column("run", 0), layout.Column("metric", 0), layout.Column("start", 2, right=True),
+                  layout.Column("best", 0, right=True), layout.Column("change", 1, right=True),
+                  layout.Column("trials", 1, right=True), layout.Column("keeps", 1, right=True)]
 
 
 @click.group("import")
@@ -423,8 +485,8 @@ def import_cmu_cmd(directory: Path, ledger_url: str | None, name: str | None, no
     with open_ledger(ledger_url) as led:
         with Console(stderr=True).status(f"importing {directory}…"):
             r = import_cmu(led, directory, name=name, noise_sd=noise_sd)
-    click.echo(f"imported {r.trials} trials ({r.keeps} keeps) from {directory} as campaign {r.campaign!r}: "
-               f"{r.events} events")
+    click.echo(f"imported {plural(r.trials, 'trial')} ({plural(r.keeps, 'keep')}) from {directory} as campaign "
+               f"{r.campaign!r}: {plural(r.events, 'event')}")
 
 
 @import_group.command("autoresearch")
@@ -437,8 +499,8 @@ def import_autoresearch_cmd(path: Path, ledger_url: str | None, name: str | None
 
     with open_ledger(ledger_url) as led:
         r = import_autoresearch(led, path, name=name)
-    click.echo(f"imported {r.trials} trials ({r.keeps} keeps) from {path} as campaign {r.campaign!r}: "
-               f"{r.events} events")
+    click.echo(f"imported {plural(r.trials, 'trial')} ({plural(r.keeps, 'keep')}) from {path} as campaign "
+               f"{r.campaign!r}: {plural(r.events, 'event')}")
 
 
 @click.command("report")

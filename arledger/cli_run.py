@@ -89,10 +89,17 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
     continues without duplicating or losing a trial.
     """
     from agents.campaign import CampaignConfig, CampaignLoop, config_of, latest_open_campaign
+    from agents.team import make_backend, specialists_for
     from ledger.audit import init_ledger
     from tasks.spec import load_task
 
     console = Console() if sys.stdout.isatty() else Console(soft_wrap=True, width=200)
+    chosen = [s.strip() for s in specialists.split(",")] if specialists else None
+    team_backend = None
+    if not resume:  # the task, the team and the backend are checked before anything is written
+        specialists_for(load_task(task), arm, chosen)
+        team_backend = make_backend(backend, seed=seed, model=model, base_url=base_url, price_in=price_in,
+                                    price_out=price_out, thinking_budget=thinking_budget)
     if resume:  # resuming needs a campaign: never make a ledger for it
         led = open_ledger(ledger_url)
     else:
@@ -112,7 +119,7 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
         else:
             cfg = CampaignConfig(
                 task=task, name=name, backend=backend, arm=arm,
-                specialists=[s.strip() for s in specialists.split(",")] if specialists else None,
+                specialists=chosen,
                 max_trials=max_trials, deadline_s=deadline_min * 60 if deadline_min else None, grace=grace,
                 max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
                 runners=runners, slots=slots or 1, k=k, confirmations=confirmations, model=model,
@@ -132,7 +139,7 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
             if quiet or not sys.stdout.isatty():
                 click.echo(f"{stamp} {msg}")
 
-        loop = CampaignLoop(led, spec, cfg, resume=resume, on_event=on_event)
+        loop = CampaignLoop(led, spec, cfg, backend=team_backend, resume=resume, on_event=on_event)
         console.print(f"[bold]campaign {loop.name}[/]: task {spec.name} ({spec.metric}, {spec.direction}), "
                       f"{len(loop.specialists)} specialist(s) ({', '.join(s.name for s in loop.specialists)}), "
                       f"backend {cfg.backend}, arm {cfg.arm}, keep threshold {loop.threshold:.4g}")
@@ -179,9 +186,16 @@ def headline(console: Console, loop: Any, out: Any) -> None:
 
 
 def render(loop: Any, events: list[str]) -> Group:
+    """The live display: the campaign's standing and ETA, each trial in flight against its budget
+    with the last step and metric it reported, the recent trials (hypotheses wrapped, never cut),
+    the outcomes per specialist and the latest events."""
+    from projections.live import eta, fmt_duration, in_flight
+
     rows = loop.rows()
     spec = loop.spec
     out = loop.outcome()
+    now = time.time()
+    info = loop.proj.trials.campaign(loop.campaign_id)
     head = Text()
     if out.baseline is not None:
         head.append(f"baseline {spec.metric} {out.baseline:.6g}   best {out.best:.6g} (#{out.best_number})   ",
@@ -189,18 +203,47 @@ def render(loop: Any, events: list[str]) -> Group:
     props = [r for r in rows if r.kind == "proposal"]
     left = max(loop.cfg.max_trials - len(props), 0)
     head.append(f"proposals {len(props)}/{loop.cfg.max_trials} ({left} left)   threshold {loop.threshold:.4g}")
-    if loop.cfg.deadline_s:
-        head.append(f"   time left {max(0, loop.cfg.deadline_s - (time.time() - loop.started)) / 60:.1f} min")
+    deadline_left = max(0.0, loop.cfg.deadline_s - (now - loop.started)) if loop.cfg.deadline_s else None
+    if deadline_left is not None:
+        head.append(f"   time left {deadline_left / 60:.1f} min")
+    running = in_flight(rows, info, now) if info is not None else []
+    if info is not None:
+        e = eta(rows, info, proposals_left=left, slots=loop.cfg.budgets().slots, now=now,
+                deadline_left_s=deadline_left)
+        togo = f"{e.trials_left} trial{'s' if e.trials_left != 1 else ''} to go"
+        if e.measured:
+            head.append(f"\nETA ≈ {fmt_duration(e.seconds)} ({togo} at {fmt_duration(e.per_trial_s)} each, "
+                        f"as measured; at most {fmt_duration(e.bound_s)} by the budgets)")
+        else:
+            head.append(f"\nETA ≈ {fmt_duration(e.seconds)} at most, by the budgets ({togo})")
+        if e.capped_by_deadline:
+            head.append(" — the deadline comes first")
+    parts: list[Any] = [Panel(head, title=f"arledger · {loop.name}")]
+    if running:
+        live = Table(show_edge=False, pad_edge=False, box=None, title="in flight", title_justify="left")
+        for c, kw in (("#", {"justify": "right"}), ("specialist", {}), ("phase", {}),
+                      ("elapsed / budget", {"justify": "right"}), ("", {}), ("step", {"justify": "right"}),
+                      ("reported", {"overflow": "fold"})):
+            live.add_column(c, **kw)
+        for f in running:
+            bar = _bar(f.fraction)
+            metric = f"{f.metric[0]}={f.metric[1]:.5g}" if f.metric else ""
+            live.add_row(str(f.number), f.specialist, f.phase,
+                         f"{fmt_duration(f.elapsed_s)} / {fmt_duration(f.budget_s)}", bar,
+                         str(f.last_step) if f.last_step is not None else "", metric)
+        parts.append(live)
     t = Table(expand=True, show_edge=False, pad_edge=False)
-    for c, kw in (("#", {"justify": "right"}), ("specialist", {}), ("kind", {}), ("status", {}),
-                  (spec.metric, {"justify": "right"}), ("Δ", {"justify": "right"}), ("wall", {"justify": "right"}),
-                  ("hypothesis", {"ratio": 1, "no_wrap": True})):
+    right = {"justify": "right", "no_wrap": True}
+    for c, kw in (("#", right), ("specialist", {"no_wrap": True}), ("kind", {"no_wrap": True}),
+                  ("status", {"no_wrap": True}), (spec.metric, right), ("Δ", right), ("wall", right),
+                  ("hypothesis", {"ratio": 1, "overflow": "fold"})):
         t.add_column(c, **kw)
     for r in rows[-14:]:
         t.add_row(str(r.number), r.specialist, r.kind, Text(r.state, style=STATUS_STYLE.get(r.status or "", "blue")),
                   f"{r.score:.5g}" if r.score is not None else "",
                   f"{r.delta:+.4g}" if r.delta is not None else "", f"{r.wall_s:.0f}s" if r.wall_s else "",
-                  r.hypothesis[:100])
+                  Text(r.hypothesis))
+    parts.append(t)
     counts = Table.grid(padding=(0, 2))
     per: dict[str, dict[str, int]] = {}
     for r in props:
@@ -208,5 +251,12 @@ def render(loop: Any, events: list[str]) -> Group:
         d[r.status or "in flight"] = d.get(r.status or "in flight", 0) + 1  # proposals: no re-measures here
     for sp, d in sorted(per.items()):
         counts.add_row(sp, ", ".join(f"{k} {v}" for k, v in sorted(d.items())))
-    return Group(Panel(head, title=f"arledger · {loop.name}"), t, counts,
-                 Text("\n".join(events[-6:]), style="dim"))
+    parts += [counts, Text("\n".join(events[-6:]), style="dim", overflow="fold")]
+    return Group(*parts)
+
+
+def _bar(fraction: float, width: int = 12) -> Text:
+    """A budget bar: filled to the fraction used, red past the budget."""
+    n = max(0, min(width, round(fraction * width)))
+    style = "red" if fraction > 1 else "green" if fraction < 0.8 else "yellow"
+    return Text("█" * n + "░" * (width - n), style=style)

@@ -2,7 +2,8 @@
 
     arledger tasks list                         the built-in tasks
     arledger tasks show NAME                    one task's spec: surfaces, knobs, budgets, gates, hashes
-    arledger tasks check PATH                   validate a task directory (exit 1 on any failed check)
+    arledger tasks new DIR --from train.py      scaffold a task from a training script
+    arledger tasks check PATH [--dry-run]       validate a task directory; --dry-run runs its baseline once
     arledger runner [--slots N] [--gpus 0,1] [--gpus-per-trial K] [--lease S] [--once]
     arledger trial submit --task T --diff FILE --hypothesis TEXT [--campaign NAME] [--parent N]
 """
@@ -59,6 +60,33 @@ def tasks_list() -> None:
     _console().print(t)
 
 
+@tasks_group.command("new")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--from", "recipe", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The training script to build the task around (copied unchanged into recipe/).")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A text corpus to keep with the task (copied into data/, pinned by sha256 in prepare.py).")
+@click.option("--name", default=None, help="The task's name (default: the directory's name).")
+@click.option("--metric", default="val_loss", show_default=True, help="The score the evaluator returns.")
+@click.option("--direction", type=click.Choice(["min", "max"]), default="min", show_default=True)
+def tasks_new(directory: Path, recipe: Path, data: Path | None, name: str | None, metric: str,
+              direction: str) -> None:
+    """Scaffold a task from a training script: the recipe, task.toml with its literals proposed as
+    knobs, an evaluator that loads a state dict, a prepare step, and a README of what to fill in."""
+    from tasks.scaffold import scaffold
+
+    s = scaffold(directory, recipe, name=name, metric=metric, direction=direction, data=data)
+    c = _console()
+    c.print(f"task [bold]{s.name}[/bold] scaffolded in {s.root}:")
+    for f in s.files:
+        c.print(f"  {f.relative_to(s.root)}")
+    c.print(f"{len(s.knobs)} knob(s) proposed (commented) in task.toml"
+            + (f"; model classes copied to evaluator/model.py: {', '.join(s.model.classes)}"
+               if s.model.classes else "; no model class found: write evaluator/model.py"))
+    c.print(f"next: fill in what {s.root / 'README.md'} lists, then "
+            f"`arledger tasks check {s.root} --dry-run`")
+
+
 @tasks_group.command("show")
 @click.argument("name")
 def tasks_show(name: str) -> None:
@@ -103,20 +131,84 @@ def tasks_show(name: str) -> None:
 
 @tasks_group.command("check")
 @click.argument("path")
-def tasks_check(path: str) -> None:
-    """Validate a task directory (or task.toml): every key, files, knobs, patches, data hashes."""
+@click.option("--dry-run", is_flag=True,
+              help="Also run prepare, the baseline's training for one seed and the evaluator, in the real "
+                   "sandbox, and report each step's time and the score (nothing is written to a ledger).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The seed of the dry run's training.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepare into (or reuse) this data cache, as a runner's --data-root (default: a fresh "
+                   "folder, removed afterwards).")
+@click.option("--gpus", default=None, metavar="0,1,...", help="GPU indices for a task that trains on GPUs.")
+@click.option("--keep", is_flag=True,
+              help="Keep the dry run's workspace, outputs and logs (the path is printed).")
+def tasks_check(path: str, dry_run: bool, seed: int, data_root: Path | None, gpus: str | None,
+                keep: bool) -> None:
+    """Validate a task directory (or task.toml): every key, files, knobs, patches, data hashes;
+    with --dry-run, run its baseline once, for real."""
+    from rich.markup import escape
+
     from tasks.spec_check import check_task
 
     results = check_task(path)
     c = _console()
     for r in results:
         mark = "[green]ok  [/green]" if r.ok else "[red]FAIL[/red]"
-        c.print(f"{mark} {r.name}: {r.detail}")
+        c.print(f"{mark} {escape(r.name)}: {escape(r.detail)}")
     bad = [r for r in results if not r.ok]
     if bad:
         raise click.ClickException(f"{len(bad)} of {len(results)} checks failed (first: {bad[0].name}: "
                                    f"{bad[0].detail})")
     c.print(f"{len(results)} checks passed")
+    if dry_run:
+        _dry_run(path, seed, data_root, _parse_gpus(gpus), keep)
+
+
+def _dry_run(path: str, seed: int, data_root: Path | None, gpus: list[int], keep: bool) -> None:
+    from rich.markup import escape
+
+    from tasks.bwrap import SandboxUnavailable
+    from tasks.dry_run import dry_run
+    from tasks.spec import load_task
+
+    spec = load_task(path)
+    need = spec.resources.gpus_per_trial
+    if need and len(gpus) < need:
+        example = ",".join(map(str, range(need)))
+        raise click.ClickException(f"task {spec.name} trains on {need} GPU(s) per trial; give --gpus with at "
+                                   f"least {need} GPU indices (e.g. --gpus {example})")
+    c = _console()
+    c.print(f"dry run of {spec.name}: prepare, the baseline's training (seed {seed}) and the evaluator")
+    try:
+        with Console(stderr=True).status("running the baseline…"):
+            res = dry_run(spec, seed=seed, data_root=data_root, gpus=tuple(gpus[:need]) if need else (),
+                          keep=keep, log=lambda m: c.print(f"[dim]{escape(m)}[/dim]"))
+    except SandboxUnavailable as e:
+        raise click.ClickException(f"cannot sandbox the dry run: {e}") from None
+    c.print(f"sandbox: {escape(res.sandbox)}")
+    for st in res.steps:
+        mark = "[green]ok  [/green]" if st.ok else "[red]FAIL[/red]"
+        took = f"{st.seconds:.1f}s" + (f" of {st.budget_s:g}s" if st.budget_s else "")
+        c.print(f"{mark} {st.name:<9} {took:>14}  {escape(st.detail)}")
+    if res.reported:
+        c.print("reported " + escape(", ".join(f"{k}={v:.5g}" for k, v in sorted(res.reported.items())))
+                + (f" at step {res.last_step}" if res.last_step is not None else "")
+                + " (its metric lines; informational)")
+    elif res.ok:
+        c.print("reported nothing: print `metric loss=... step=N` lines to see training progress in "
+                "`arledger run`")
+    if not res.ok:
+        failed = next((s for s in res.steps if not s.ok), None)
+        if res.excerpt:
+            c.print("excerpt: " + escape(res.excerpt))
+        where = failed.name if failed is not None else "the end"
+        raise click.ClickException(f"dry run failed at {where}: {res.label}: {res.reason}")
+    train = next(s for s in res.steps if s.name == "train")
+    c.print(f"[green]dry run passed[/green]: the baseline scores {spec.metric} {res.score:.6g} "
+            f"in {res.total_s:.1f}s (training {train.seconds:.1f}s of its {spec.budgets.train_s:g}s budget)")
+    if train.seconds > 0.8 * spec.budgets.train_s:
+        used = 100 * train.seconds / spec.budgets.train_s
+        c.print(f"[yellow]note[/yellow]: the baseline used {used:.0f}% of train_s; a proposal that trains a "
+                "little longer is stopped (train_budget_overrun): raise train_s")
 
 
 # -------------------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ class Ledger:
             if not cfg.path.exists():
                 if not create:
                     raise LedgerError(f"no ledger at {cfg.path}; run `arledger init` first (or pass --ledger URL)")
-                cfg.path.parent.mkdir(parents=True, exist_ok=True)
+                cfg.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the ledger's folder: private
+                os.close(os.open(cfg.path, os.O_WRONLY | os.O_CREAT, 0o600))  # and its file, 0600
             else:
                 _check_sqlite_file(cfg.path)
             try:

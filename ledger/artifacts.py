@@ -125,8 +125,9 @@ class DirArtifactStore(ArtifactStore):
         p = self.path(sha)
         if p.exists():
             return sha
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, as the ledger's folder
+        p.parent.mkdir(mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")  # 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_c().compress(data))

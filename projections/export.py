@@ -15,6 +15,7 @@
 * ``latex/headline.tex`` (run, metric (direction), start, best, change, trials, keeps — the paper's
   Table 1) and ``latex/arms.tex`` (campaigns compared by arm — its Table 3);
 * ``figures/<campaign>_{progress,specialists,lineage}.{png,pdf}``;
+* ``index.html`` — one self-contained page of it all (``projections.html_report``);
 * ``manifest.json`` — the checkpoint the export was made from (signed if a key was available, else
   the unsigned size and root, saying so) and the sha256 of every file written.
 """
@@ -262,9 +263,11 @@ def _sha(path: Path) -> str:
 
 def export(proj: Any, out_dir: str | Path, campaigns: list[str] | None = None, *,
            checkpoint: dict[str, Any] | None = None, ledger: str = "", figures: bool = True,
-           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+           progress: Callable[[str], None] | None = None, text_of: Callable[[str], str | None] | None = None,
+           verification: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the export; returns the manifest. ``checkpoint``: what the export was made from (see
-    the module doc); None records the projector's position, unsigned."""
+    the module doc); None records the projector's position, unsigned. ``text_of(sha)``: an
+    artifact's text (the page quotes diffs and logs), ``verification``: the ledger's verify report."""
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -302,6 +305,11 @@ def export(proj: Any, out_dir: str | Path, campaigns: list[str] | None = None, *
 
     cp = dict(checkpoint) if checkpoint else {"signed": False, "size": proj.cursor, "root": None,
                                               "note": "no checkpoint was given; size is the projector's position"}
+    say("index.html")
+    from projections import html_report
+
+    written.append(html_report.write(out, proj, infos, summaries, checkpoint=cp, verification=verification,
+                                     ledger=ledger, text_of=text_of or (lambda _sha: None), figures=figures))
     manifest = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "ledger": ledger, "events": proj.cursor, "campaigns": [i.name for i in infos], "checkpoint": cp,

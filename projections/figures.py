@@ -219,8 +219,13 @@ def _label_points(ax: Any, points: list[tuple[float, float, str]], fontsize: flo
                     ha="left" if dx >= 0 else "right", va="bottom", color="#222222")
 
 
+def file_stem(campaign: str) -> str:
+    """The stem of a campaign's figure files (``<stem>_progress.png`` ...)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in campaign)
+
+
 def all_figures(proj: Any, info: Any, out: Path) -> list[Path]:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in info.name)
+    safe = file_stem(info.name)
     paths: list[Path] = []
     paths += progress(proj, info, out, f"{safe}_progress")
     paths += specialists(proj, info, out, f"{safe}_specialists")

@@ -251,6 +251,11 @@ class TrialRow:
     score: float | None = None
     delta: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    # what the run reported so far (its `metric name=value step=N` lines, MetricsLogged): the
+    # highest step, the latest value of each metric, how many points (informational, never a score)
+    last_step: int | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    metric_points: int = 0
     gates_failed: list[str] = field(default_factory=list)
     evaluator: str = ""
     evaluator_sha: str = ""
@@ -340,6 +345,7 @@ class TrialRow:
         d["verdict"] = self.verdict.to_dict() if self.verdict else None
         d["state"] = self.state
         d["metrics"] = dict(self.metrics)
+        d["last_metrics"] = dict(self.last_metrics)
         d["preflight_failed"] = list(self.preflight_failed)
         d["gates_failed"] = list(self.gates_failed)
         d["tokens"] = self.tokens

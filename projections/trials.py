@@ -300,6 +300,7 @@ class TrialTable(Projection):
         r.labelled_at = None
         r.score = r.delta = None
         r.metrics, r.gates_failed = {}, []
+        r.last_step, r.last_metrics, r.metric_points = None, {}, 0
         r.evaluator = r.evaluator_sha = ""
         r.eval_wall_s, r.evaluated_at = 0.0, None
         r.wall_s = r.cpu_s = 0.0
@@ -323,6 +324,17 @@ class TrialTable(Projection):
         r = self._row(e)
         if r is not None:
             r.stopped_step, r.reference_compute_s = e.step, e.reference_compute_s
+
+    def on_MetricsLogged(self, rec: Recorded, e: ev.MetricsLogged) -> None:
+        r = self._row(e)
+        if r is None or e.epoch != r.epoch:
+            return  # a stale attempt's points
+        for p in e.points:  # in the order the run printed them: the last value of a name is its latest
+            if r.last_step is None or p.step >= r.last_step:
+                r.last_step = p.step
+            if math.isfinite(p.value):
+                r.last_metrics[p.name] = p.value
+        r.metric_points += len(e.points)
 
     def on_TrialFinished(self, rec: Recorded, e: ev.TrialFinished) -> None:
         r = self._row(e)

@@ -86,12 +86,7 @@ def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host
     limits = splan.limits_for(spec.resources.memory_mb, spec.resources.max_procs, host.slots)
     gpus = bwrap.gpus(list(slot.gpus)) if host.box is not None and slot.gpus else ()
 
-    def plan_for(out: Path) -> splan.SandboxPlan | None:
-        if host.box is None:
-            return None
-        return splan.recipe_plan(ws=ws, out=out, home=home, train=data_dir / "train", staged=wsp.staged_paths(spec),
-                                 limits=limits, gpus=gpus, network=spec.resources.network)
-
+    plan_for = recipe_plans(spec, host.box, ws=ws, home=home, data_dir=data_dir, limits=limits, gpus=gpus)
     plan0 = plan_for(tdir / "out-0")
     used = host.box.record(plan0) if host.box is not None and plan0 is not None else \
         splan.unsandboxed_record("--unsafe-no-sandbox")
@@ -155,6 +150,20 @@ def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host
                                                  log_sha=elog))
     o = res.outcome
     att.label(o.status, reason=o.reason, excerpt=o.excerpt, score=o.score)
+
+
+def recipe_plans(spec: TaskSpec, box: bwrap.Bubblewrap | None, *, ws: Path, home: Path, data_dir: Path,
+                 limits: splan.Limits,
+                 gpus: tuple[splan.Gpu, ...]) -> Callable[[Path], splan.SandboxPlan | None]:
+    """The sandbox of each train run of a trial, by its output dir (None: ``--unsafe-no-sandbox``)."""
+
+    def plan_for(out: Path) -> splan.SandboxPlan | None:
+        if box is None:
+            return None
+        return splan.recipe_plan(ws=ws, out=out, home=home, train=data_dir / "train", staged=wsp.staged_paths(spec),
+                                 limits=limits, gpus=gpus, network=spec.resources.network)
+
+    return plan_for
 
 
 def _store_outputs(led: Ledger, runs: list[Path], name: str) -> tuple[str | None, int]:

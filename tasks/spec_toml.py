@@ -5,6 +5,7 @@ key path (``surfaces.opt.knobs[2].range``) and the fix. :func:`build_spec` is wh
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import posixpath
@@ -34,16 +35,44 @@ from tasks.spec import (
 
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+KEYS: dict[str, tuple[str, ...]] = {
+    "": ("task", "commands", "budgets", "gates", "noise", "resources", "data", "surfaces", "specialists",
+         "patches"),
+    "task": ("name", "version", "description", "metric", "direction", "recipe_dir", "checkout",
+             "recipe_files", "evaluator_files", "stage_into_workspace", "artifact"),
+    "commands": ("train", "evaluate", "prepare", "estimate"),
+    "budgets": ("preflight_s", "train_s", "eval_s"),
+    "gates": ("artifact_max_bytes", "accuracy_metric", "accuracy_min"),
+    "noise": ("min_delta", "seeds_per_trial", "confirmation_runs", "k", "sd", "reruns"),
+    "resources": ("gpus_per_trial", "cpu_threads", "memory_mb", "max_procs", "network"),
+    "data": ("name", "package", "version", "filename", "sha256"),
+    "surface": ("description", "files", "regions", "knobs"),
+    "knob": ("name", "file", "type", "range", "values", "scale", "description"),
+    "specialist": ("name", "surface", "preamble"),
+    "patch": ("name", "surface", "file", "find", "replace", "hypothesis"),
+}
+"""The keys each kind of table may hold: a key outside them is named before anything is missing."""
+
 
 class _Reader:
-    """Typed access to one TOML table that reports errors with the file and key path."""
+    """Typed access to one TOML table that reports errors with the file and key path. ``known``
+    names the keys the table may hold (a KEYS entry): an unknown one is reported at once, naming
+    the known ones (so ``train_sec`` reads as unknown, not as ``train_s`` missing)."""
 
-    def __init__(self, file: Path, table: Any, path: str):
+    def __init__(self, file: Path, table: Any, path: str, known: tuple[str, ...] = ()):
         self.file, self.path = file, path
         if not isinstance(table, dict):
             self.fail("", f"must be a table, got {type(table).__name__}", f"write it as [{path}]")
         self.table: dict = table
         self.used: set[str] = set()
+        unknown = [k for k in table if k not in known] if known else []
+        if unknown:
+            k = unknown[0]
+            near = difflib.get_close_matches(k, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            where = f"[{path}]" if path else "the top level"
+            self.fail(k, f"is not a known key{hint}",
+                      f"{'rename' if near else 'remove'} it; the keys of {where} are: {', '.join(known)}")
 
     def key(self, k: str) -> str:
         return f"{self.path}.{k}" if self.path else k
@@ -109,8 +138,8 @@ def _relpath(r: _Reader, k: str, value: str, what: str) -> str:
 
 
 def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
-    top = _Reader(f, raw, "")
-    t = _Reader(f, top.get("task", "table"), "task")
+    top = _Reader(f, raw, "", KEYS[""])
+    t = _Reader(f, top.get("task", "table"), "task", KEYS["task"])
     name = t.get("name", "string")
     if not NAME_RE.match(name):
         t.fail("name", f"{name!r} is not a valid task name", "use lowercase letters, digits and '-' only")
@@ -167,18 +196,18 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
             t.fail(f"stage_into_workspace[{i}]", f"{sf!r} would land on a recipe file in the workspace",
                    "stage evaluator files under a directory no recipe file uses (e.g. evaluator/)")
 
-    c = _Reader(f, top.get("commands", "table"), "commands")
+    c = _Reader(f, top.get("commands", "table"), "commands", KEYS["commands"])
     commands = Commands(train=c.get("train", "string"), evaluate=c.get("evaluate", "string"),
                         prepare=c.get("prepare", "string", required=False, default=""),
                         estimate=c.get("estimate", "string", required=False, default=""))
     c.done()
 
-    b = _Reader(f, top.get("budgets", "table"), "budgets")
+    b = _Reader(f, top.get("budgets", "table"), "budgets", KEYS["budgets"])
     budgets = Budgets(preflight_s=float(b.positive("preflight_s")), train_s=float(b.positive("train_s")),
                       eval_s=float(b.positive("eval_s")))
     b.done()
 
-    g = _Reader(f, top.get("gates", "table", required=False, default={}), "gates")
+    g = _Reader(f, top.get("gates", "table", required=False, default={}), "gates", KEYS["gates"])
     gates = Gates(artifact_max_bytes=g.positive("artifact_max_bytes", "int", required=False),
                   accuracy_metric=g.get("accuracy_metric", "string", required=False),
                   accuracy_min=g.get("accuracy_min", "number", required=False))
@@ -188,7 +217,7 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
                "give both keys, or neither")
     g.done()
 
-    n = _Reader(f, top.get("noise", "table"), "noise")
+    n = _Reader(f, top.get("noise", "table"), "noise", KEYS["noise"])
     noise = NoisePolicy(
         min_delta=float(n.positive("min_delta", allow_zero=True)),
         seeds_per_trial=n.positive("seeds_per_trial", "int", required=False, default=1),
@@ -199,7 +228,7 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
     )
     n.done()
 
-    rs = _Reader(f, top.get("resources", "table", required=False, default={}), "resources")
+    rs = _Reader(f, top.get("resources", "table", required=False, default={}), "resources", KEYS["resources"])
     resources = Resources(gpus_per_trial=rs.positive("gpus_per_trial", "int", required=False, default=0,
                                                      allow_zero=True),
                           cpu_threads=rs.positive("cpu_threads", "int", required=False, default=1),
@@ -217,7 +246,7 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
 
     data = []
     for i, d in enumerate(top.get("data", "array of tables", required=False, default=[])):
-        dr = _Reader(f, d, f"data[{i}]")
+        dr = _Reader(f, d, f"data[{i}]", KEYS["data"])
         data.append(DataSource(**{k: dr.get(k, "string") for k in ("name", "package", "version", "filename",
                                                                    "sha256")}))
         dr.done()
@@ -253,7 +282,7 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
     knob_names: dict[tuple[str, str], str] = {}
     for sname, sraw in top.get("surfaces", "table").items():
         sp = f"surfaces.{sname}"
-        s = _Reader(f, sraw, sp)
+        s = _Reader(f, sraw, sp, KEYS["surface"])
         if not _IDENT_RE.match(sname):
             s.fail("", f"surface name {sname!r} is not an identifier", "use letters, digits and '_'")
         files = tuple(_relpath(s, "files", x, "file") for x in s.get("files", "list of strings"))
@@ -283,7 +312,7 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
     specialists = []
     seen: set[str] = set()
     for i, sp in enumerate(top.get("specialists", "array of tables", required=False, default=[])):
-        r = _Reader(f, sp, f"specialists[{i}]")
+        r = _Reader(f, sp, f"specialists[{i}]", KEYS["specialist"])
         spec = Specialist(name=r.get("name", "string"), surface=r.get("surface", "string"),
                           preamble=r.get("preamble", "string"))
         r.done()
@@ -298,7 +327,7 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
     patches = []
     seen = set()
     for i, pr in enumerate(top.get("patches", "array of tables", required=False, default=[])):
-        r = _Reader(f, pr, f"patches[{i}]")
+        r = _Reader(f, pr, f"patches[{i}]", KEYS["patch"])
         p = Patch(name=r.get("name", "string"), surface=r.get("surface", "string"),
                   file=_relpath(r, "file", r.get("file", "string"), "file"), find=r.get("find", "string"),
                   replace=r.get("replace", "string"), hypothesis=r.get("hypothesis", "string", required=False,
@@ -357,7 +386,7 @@ _KNOB_TYPES = ("float", "int", "bool", "choice")
 
 def _knob(f: Path, kraw: Any, path: str, surface: str, files: tuple[str, ...], region_names: tuple[str, ...],
           recipe_text, regions, recipe_dir: str, knob_names: dict[tuple[str, str], str]) -> Knob:
-    r = _Reader(f, kraw, path)
+    r = _Reader(f, kraw, path, KEYS["knob"])
     name = r.get("name", "string")
     if not _IDENT_RE.match(name):
         r.fail("name", f"{name!r} is not a Python identifier", "use the module-level variable's name, e.g. LR")

@@ -58,3 +58,21 @@ def fresh(world: World, tmp_path: Path) -> World:
     """A private copy of the world's ledger, for commands that write."""
     shutil.copytree(world.root / "store", tmp_path / "store")
     return World(tmp_path, f"sqlite:{tmp_path}/store/ledger.db", world.task, world.campaign)
+
+
+@pytest.fixture(scope="session")
+def world20(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A campaign of 20 proposals (and its confirmation runs) on the stand-in task, with a long name."""
+    root = tmp_path_factory.mktemp("cli-world20")
+    task = toy_task(open_dir(root / "toy"))
+    url = f"sqlite:{root}/store/ledger.db"
+    led, _, _ = init_ledger(url)
+    name = "toy-20250101-120000"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARLEDGER_CACHE", str(open_dir(root / "cache")))
+        try:
+            cfg = CampaignConfig(task=str(task), name=name, max_trials=20, seed=1)
+            CampaignLoop(led, load_task(task), cfg).run(poll_s=0.05)
+        finally:
+            led.close()
+    yield World(root, url, task, name)

@@ -139,3 +139,15 @@ def test_note_mistakes_are_one_clear_line(fresh: World, tmp_path: Path) -> None:
     assert invoke("init", "--ledger", empty).exit_code == 0
     none = invoke("note", "hello", "--ledger", empty)
     assert none.exit_code == 1 and "the ledger has no campaign yet" in none.output
+
+
+def test_notes_are_in_the_exported_page(fresh: World, tmp_path: Path) -> None:
+    fresh.run("note", "Leave SLEEP alone", "--specialist", "opt", "--by", "dave")
+    fresh.run("note", "Try VALUE below 0.1", "--by", "erin")
+    fresh.run("note", "--close", "1", "--reason", "heard")
+    out = tmp_path / "paper"
+    assert fresh.run("export", "c1", "--out", str(out), "--no-sign", "--no-figures").exit_code == 0
+    page = (out / "index.html").read_text()
+    assert "<h3>Steering notes</h3>" in page
+    assert "#1 human:dave to opt: Leave SLEEP alone" in page and "(closed by" in page and "heard" in page
+    assert "#2 human:erin to every specialist: Try VALUE below 0.1 <span class=muted>(open)</span>" in page

@@ -41,5 +41,11 @@ def test_run_mistakes_are_one_line_and_create_nothing(tmp_path: Path, monkeypatc
     assert bad_arm.exit_code == 1 and "generic:N" in bad_arm.output
     no_key = invoke("run", "--ledger", url, "--backend", "anthropic", "--quiet", env={"ANTHROPIC_API_KEY": ""})
     assert no_key.exit_code == 1 and "ANTHROPIC_API_KEY" in no_key.output and "Traceback" not in no_key.output
+    assert len(no_key.output.strip().splitlines()) == 1
+    bad_team = invoke("run", "--ledger", url, "--specialists", "opt,nobody", "--quiet")
+    assert bad_team.exit_code == 1 and "has no specialist nobody" in bad_team.output
+    # a campaign that cannot start writes nothing: no ledger was asked for but the campaign's
+    assert not (tmp_path / "l").exists()
+    assert invoke("init", "--ledger", url).exit_code == 0
     nothing = invoke("run", "--ledger", url, "--resume", "--name", "ghost", "--quiet")
     assert nothing.exit_code == 1 and "no campaign ghost" in nothing.output
