@@ -289,9 +289,9 @@ def audit_check_proof(proof_file: Path, public_key: str | None) -> None:
 
 
 def _register_parts() -> None:
-    from arledger import cli_keys, cli_notes, cli_read, cli_run, cli_tasks
+    from arledger import cli_keys, cli_notes, cli_read, cli_replay, cli_run, cli_tasks
 
-    for mod in (cli_tasks, cli_read, cli_run, cli_keys, cli_notes):
+    for mod in (cli_tasks, cli_read, cli_run, cli_keys, cli_notes, cli_replay):
         reg = getattr(mod, "register", None)
         if reg is not None:
             reg(cli)

@@ -83,7 +83,8 @@ def _json(obj: Any) -> None:
               help="Every column, however wide (default: the columns that fit the screen).")
 def status_cmd(ledger_url: str | None, as_json: bool, wide: bool) -> None:
     """Campaigns in the ledger and where each stands."""
-    from projections.export import campaign_summary, fmt_metric
+    from projections.export import campaign_summary
+    from projections.headline import fmt_metric, fmt_pct
 
     with open_ledger(ledger_url) as led:
         proj = _projector(led)
@@ -107,15 +108,11 @@ def status_cmd(ledger_url: str | None, as_json: bool, wide: bool) -> None:
         rows = []
         for s in out:
             arrow = "↓" if s["direction"] == "min" else "↑"
-            change = f"{s['rel_change_pct']:+.2f}%" if s["rel_change_pct"] is not None else "—"
-            best = fmt_metric(s["best"]) + (f" (#{s['best_trial']})" if s["best_trial"] else "")
-            confirmed = "—"
-            if s["confirmed"] is not None:
-                confirmed = (f"{fmt_metric(s['confirmed'])} (#{s['confirmed_trial']}, "
-                             f"{plural(s['confirmed_runs'], 'run')})")
+            thr = s["threshold"]
             rows.append([s["name"], s["task"], f"{s['metric']} {arrow}", s["arm"], s["state"],
-                         str(s["trials"]), str(s["keeps"]), str(s["in_flight"]), fmt_metric(s["start"]), best,
-                         change, confirmed, _when(s["last_activity"], short=True)])
+                         str(s["trials"]), str(s["keeps"]), str(s["in_flight"]), _result_cell(s, "start"),
+                         _result_cell(s, "best"), fmt_pct(s["rel_change_pct"]),
+                         f"{thr['value']:.4g}" if thr else "—", _when(s["last_activity"], short=True)])
         lines, hidden = layout.table(STATUS_COLUMNS, rows, avail, wide=wide)
         click.echo("\n".join(lines))
         for s in out:  # the labels add up to the trials; the baseline is not a trial
@@ -123,11 +120,28 @@ def status_cmd(ledger_url: str | None, as_json: bool, wide: bool) -> None:
             base = ("labelled " + ", ".join(s["baseline_status_counts"])) if s["baseline_status_counts"] else "not labelled yet"
             score = f", {s['metric']} {fmt_metric(s['start'])}" if s["start"] is not None else ""
             saved = f"; early stopping saved {s['compute_saved_s']:.0f} s of compute" if s["compute_saved_s"] else ""
+            c = s["counts"]
+            runs = (f"; {plural(c['proposals'], 'proposal')}, {plural(c['confirmation_runs'], 'confirmation run')}, "
+                    f"{plural(c['reruns'], 'rerun')}") if c["confirmation_runs"] or c["reruns"] else ""
             _echo_wrapped(f"{s['name']}: {plural(s['trials'], 'trial')} — {labels}; plus the baseline "
-                          f"({base}{score}){saved}", avail, indent=2)
+                          f"({base}{score}){runs}{saved}", avail, indent=2)
+            _echo_wrapped(f"{s['name']} result: {s['result']}; {s['best_single_run_text']}", avail, indent=2)
         if hidden:
             _echo_wrapped(f"(not shown at {avail} columns: {', '.join(hidden)}; `arledger status --wide` "
                           "shows every column)", avail)
+
+
+def _result_cell(s: dict[str, Any], key: str) -> str:
+    """``start`` / ``best`` as status prints them: the mean, its trial and how many runs it averages."""
+    from projections.headline import fmt_metric
+
+    if s[key] is None:
+        return "—"
+    n = s["start_runs"] if key == "start" else s["best_runs"]
+    runs = f"n={n}" if n and n > 1 else ""
+    trial = f"#{s['best_trial']}" if key == "best" and s["best_trial"] else ""
+    inside = ", ".join(x for x in (trial, runs) if x)
+    return fmt_metric(s[key]) + (f" ({inside})" if inside else "")
 
 
 STATUS_COLUMNS = [
@@ -135,7 +149,7 @@ STATUS_COLUMNS = [
     layout.Column("arm", 8), layout.Column("state", 1), layout.Column("trials", 1, right=True),
     layout.Column("keeps", 1, right=True), layout.Column("in flight", 6, right=True),
     layout.Column("start", 4, right=True), layout.Column("best", 2, right=True),
-    layout.Column("change", 2, right=True), layout.Column("confirmed", 5, right=True),
+    layout.Column("change", 2, right=True), layout.Column("threshold", 5, right=True),
     layout.Column("last activity (UTC)", 7),
 ]
 """status's columns; at a narrow width the highest priority numbers are left out first."""
@@ -154,6 +168,7 @@ def _echo_wrapped(text: str, avail: int, *, label: str = "", indent: int | None 
               help="Print the exact view the proposer was shown (from its artifact).")
 def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: bool, prompt: bool) -> None:
     """One trial: hypothesis, diff, outcome, log excerpt and lineage."""
+    from projections.headline import headline
     from projections.lineage_view import fmt_delta, fmt_score, trial_tag
 
     with open_ledger(ledger_url) as led:
@@ -168,10 +183,13 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
         log_tail = "\n".join(log.splitlines()[-30:]) if log else None
         chain = proj.lineage.chain(row.campaign_id, row.number)
         kids = proj.lineage.children(row.campaign_id, row.number)
+        h = headline(proj.trials, info)
+        is_result = h.incumbent is not None and h.incumbent.number == row.number
         if as_json:
             d = row.to_dict()
             d.update({"diff": diff, "log_excerpt": log_tail, "chain": [r.number for r in chain],
-                      "children": [r.number for r in kids], "metric": info.metric, "direction": info.direction})
+                      "children": [r.number for r in kids], "metric": info.metric, "direction": info.direction,
+                      "headline": h.to_dict() if is_result else None})
             _json(d)
             return
         avail = layout.width()
@@ -203,6 +221,9 @@ def show_cmd(trial: str, ledger_url: str | None, campaign: str | None, as_json: 
                 out(f"runs {runs or '—'} · mean {fmt_score(v.mean)} · incumbent {inc} · improvement "
                     f"{imp} · threshold {v.rule or fmt_score(v.threshold)} · policy {v.policy}",
                     "  Evidence: ")
+        if is_result:
+            what = "the campaign's confirmed incumbent" if h.confirmed else "the incumbent (nothing beat it)"
+            out(f"{what} — {h.result_words()}; {h.best_run_words()}", "Result: ")
         if row.reason:
             out(row.reason, "Reason: ")
         if row.excerpt:
@@ -430,7 +451,8 @@ def export_cmd(campaigns: tuple[str, ...], out_dir: Path, ledger_url: str | None
     """Paper export: summary.json, CSV/Parquet tables, LaTeX tables, figures, signed manifest, and
     index.html (one self-contained page of it all)."""
     from ledger.audit import verify
-    from projections.export import export, fmt_metric
+    from projections.export import export
+    from projections.headline import fmt_pct
 
     err = Console(stderr=True)
     with open_ledger(ledger_url) as led:
@@ -447,9 +469,9 @@ def export_cmd(campaigns: tuple[str, ...], out_dir: Path, ledger_url: str | None
             except OSError as e:
                 raise click.ClickException(f"cannot write to {out_dir}: {e.strerror or e}") from None
     summary = json.loads((out_dir / "summary.json").read_text())
-    rows = [[s["title"], f"{s['metric']} ({Objective(s['direction']).word})", fmt_metric(s["start"]),
-             fmt_metric(s["best"]), f"{s['rel_change_pct']:.2f}%" if s["rel_change_pct"] is not None else "—",
-             str(s["trials"]), str(s["keeps"])] for s in summary["campaigns"]]
+    rows = [[s["title"], f"{s['metric']} ({Objective(s['direction']).word})", _result_cell(s, "start"),
+             _result_cell(s, "best"), fmt_pct(s["rel_change_pct"]), str(s["counts"]["proposals"]),
+             str(s["counts"]["keeps"])] for s in summary["campaigns"]]
     avail = layout.width()
     lines, hidden = layout.table(EXPORT_COLUMNS, rows, avail)
     click.echo("Headline\n" + "\n".join(lines))
@@ -464,7 +486,7 @@ def export_cmd(campaigns: tuple[str, ...], out_dir: Path, ledger_url: str | None
 
 EXPORT_COLUMNS = [layout.Column("run", 0), layout.Column("metric", 0), layout.Column("start", 2, right=True),
                   layout.Column("best", 0, right=True), layout.Column("change", 1, right=True),
-                  layout.Column("trials", 1, right=True), layout.Column("keeps", 1, right=True)]
+                  layout.Column("proposals", 1, right=True), layout.Column("keeps", 1, right=True)]
 
 
 @click.group("import")

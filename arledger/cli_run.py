@@ -164,20 +164,21 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
 
 
 def headline(console: Console, loop: Any, out: Any) -> None:
-    spec = loop.spec
+    """The campaign's last line: its result as ``projections.headline`` computes it, the number
+    ``status``, ``show`` and the export print too."""
+    from rich.markup import escape
+
+    from projections.headline import headline as result_of
+
     if out.baseline is None:
         console.print(f"[red]campaign {out.campaign} ended without a baseline score[/]: {out.reason}")
         console.print("see `arledger show 0` and `arledger log --trial 0`")
         sys.exit(1)
-    rel = 100 * (out.best - out.baseline) / out.baseline if out.baseline else 0.0
-    if out.improved:
-        console.print(
-            f"[bold green]{spec.metric} {out.baseline:.6g} → {out.best:.6g} ({rel:+.2f}%)[/] after {out.trials} "
-            f"proposals: {len(out.promotions)} confirmed improvement(s), best is trial #{out.best_number} "
-            f"(threshold {loop.threshold:.4g}).")
-    else:
-        console.print(f"[yellow]no confirmed improvement[/] over the baseline {spec.metric} {out.baseline:.6g} "
-                      f"after {out.trials} proposals ({out.reason}).")
+    info = loop.proj.trials.campaign(loop.campaign_id)
+    h = result_of(loop.proj.trials, info)
+    style = "bold green" if h.confirmed else "yellow"
+    console.print(f"[{style}]{escape(h.result_words())}[/]", highlight=False)
+    console.print(escape(f"{h.counts.words()}; {h.best_run_words()}; closed: {out.reason}"), highlight=False)
     console.print(f"next:  arledger status      arledger lineage      arledger export {out.campaign} --out paper/"
                   "      arledger audit verify")
 
@@ -186,17 +187,20 @@ def render(loop: Any, events: list[str]) -> Group:
     """The live display: the campaign's standing and ETA, each trial in flight against its budget
     with the last step and metric it reported, the recent trials (hypotheses wrapped, never cut),
     the outcomes per specialist and the latest events."""
+    from projections.headline import fmt_metric, fmt_pct
+    from projections.headline import headline as result_of
     from projections.live import eta, fmt_duration, in_flight
 
     rows = loop.rows()
     spec = loop.spec
-    out = loop.outcome()
     now = time.time()
     info = loop.proj.trials.campaign(loop.campaign_id)
     head = Text()
-    if out.baseline is not None:
-        head.append(f"baseline {spec.metric} {out.baseline:.6g}   best {out.best:.6g} (#{out.best_number})   ",
-                    style="bold")
+    h = result_of(loop.proj.trials, info) if info is not None else None
+    if h is not None and h.incumbent is not None:
+        runs = f", n={h.incumbent.n}" if h.incumbent.n > 1 else ""
+        head.append(f"baseline {spec.metric} {fmt_metric(h.start)}   incumbent {fmt_metric(h.best)} "
+                    f"(#{h.incumbent.number}{runs}, {fmt_pct(h.pct)})   ", style="bold")
     props = [r for r in rows if r.kind == "proposal"]
     left = max(loop.cfg.max_trials - len(props), 0)
     head.append(f"proposals {len(props)}/{loop.cfg.max_trials} ({left} left)   threshold {loop.threshold:.4g}")

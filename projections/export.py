@@ -4,16 +4,19 @@
 
 * ``summary.json`` — ``{"campaigns": [{name, task, metric, direction, trials, keeps, start, best,
   rel_change_pct, status_counts, baseline_status_counts, cross_role_keeps: [n, of], effective_clusters,
-  max_cluster_share, near_dup_rate, trials_per_hour, compute_s, compute_saved_s, ...}]}``
-  (``compute_saved_s``: what early stopping saved, see ``TrialRow.compute_saved_s``); trials exclude the baseline and so do
-  ``status_counts`` (they add up to ``trials``; the baseline's label is in ``baseline_status_counts``),
-  ``cross_role_keeps`` is [keeps whose parent is another specialist's trial, keeps whose parent is
-  not the baseline] (see projections.stats), ``rel_change_pct`` is 100 × (best − start) / start
-  rounded to 2 places;
+  max_cluster_share, near_dup_rate, trials_per_hour, compute_s, compute_saved_s, figures, ...}]}``:
+  ``start``, ``best`` (``best_trial``, ``best_runs``, ``best_sd``), ``rel_change_pct`` (100 × (best −
+  start) / |start|, 2 places), ``threshold``, ``best_single_run``, ``counts`` and ``promotions`` are
+  :func:`projections.headline.headline`'s — the confirmed incumbent's mean against the baseline's
+  mean, the number every output prints; ``figures`` is each figure's caption data (what it plots).
+  ``trials`` exclude the baseline and so do ``status_counts`` (they add up to ``trials``; the
+  baseline's label is in ``baseline_status_counts``); ``cross_role_keeps`` is [keeps whose parent is
+  another specialist's trial, keeps whose parent is not the baseline] (see projections.stats);
+  ``compute_saved_s``: what early stopping saved (``TrialRow.compute_saved_s``);
 * ``tables/<name>.csv`` and ``tables/<name>.parquet`` for trials, status_counts, specialists, keeps,
   headline, arms, cost, throughput, diversity, noise;
-* ``latex/headline.tex`` (run, metric (direction), start, best, change, trials, keeps — the paper's
-  Table 1) and ``latex/arms.tex`` (campaigns compared by arm — its Table 3);
+* ``latex/headline.tex`` (run, metric (direction), start, best, change, proposals, re-runs, keeps —
+  the paper's Table 1) and ``latex/arms.tex`` (campaigns compared by arm — its Table 3);
 * ``figures/<campaign>_{progress,specialists,lineage}.{png,pdf}``;
 * ``index.html`` — one self-contained page of it all (``projections.html_report``);
 * ``manifest.json`` — the checkpoint the export was made from (signed if a key was available, else
@@ -35,23 +38,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ledger.store import LedgerError
+from projections import figure_data
+from projections.headline import fmt_metric, headline
 from projections.records import CampaignInfo
 
 TABLES = ("trials", "status_counts", "specialists", "keeps", "headline", "arms", "cost", "throughput",
           "diversity", "noise")
-
-
-def fmt_metric(v: float | None) -> str:
-    """Four decimals when the value is exact at four (1.0810, 26.3560), else six (1.072210)."""
-    if v is None or not math.isfinite(v):
-        return "—"
-    return f"{v:.4f}" if abs(v - round(v, 4)) < 1e-9 else f"{v:.6f}"
-
-
-def rel_change_pct(start: float | None, best: float | None) -> float | None:
-    if start is None or best is None or start == 0:
-        return None
-    return round(100.0 * (best - start) / start, 2)
 
 
 def select(proj: Any, campaigns: list[str] | None) -> list[CampaignInfo]:
@@ -66,30 +58,26 @@ def select(proj: Any, campaigns: list[str] | None) -> list[CampaignInfo]:
 
 
 def campaign_summary(proj: Any, info: CampaignInfo) -> dict[str, Any]:
+    """The campaign's summary: its result as :func:`projections.headline.headline` computes it
+    (``start``, ``best``, ``rel_change_pct`` and the rest of ``Headline.to_dict``), beside the counts,
+    diversity, throughput, noise and cost figures; ``figures``: each figure's caption data."""
     cid = info.campaign_id
-    base = proj.trials.baseline(cid)
-    best = proj.leaderboard.best(cid)
-    start = base.score if base is not None else None
-    best_score = best.score if best is not None else None
+    h = headline(proj.trials, info)
     div = proj.diversity.summary(cid)
     thr = proj.throughput.get(cid)
-    counts = proj.statuses.labels(cid)
     noise = proj.noise.get(cid)
     cost = proj.cost.summary(cid)
     return {
         "name": info.name, "task": info.task, "metric": info.metric, "direction": info.direction,
-        "trials": thr["trials"], "keeps": counts.get("keep", 0), "start": start, "best": best_score,
-        "rel_change_pct": rel_change_pct(start, best_score),
-        "status_counts": counts, "baseline_status_counts": proj.statuses.baseline_labels(cid),
+        "trials": h.counts.trials, "keeps": h.counts.keeps,
+        **h.to_dict(),
+        "status_counts": proj.statuses.labels(cid), "baseline_status_counts": proj.statuses.baseline_labels(cid),
         "cross_role_keeps": proj.cross_role.keeps(cid),
         "effective_clusters": div["effective_clusters"], "max_cluster_share": div["max_cluster_share"],
         "near_dup_rate": div["near_dup_rate"], "trials_per_hour": thr["trials_per_hour"],
         # beyond the schema
         "title": info.config.get("title") or info.name, "arm": info.arm,
-        "best_trial": best.number if best is not None else None,
-        # the defensible number: the incumbent's promoted score (the mean of its runs), as the
-        # campaign's promotion rule recorded it; best above is the best single keep run
-        **confirmed_best(info),
+        "result": h.result_words(), "best_single_run_text": h.best_run_words(),
         "parallel_efficiency": thr["parallel_efficiency"], "parallel_slots": thr["parallel_slots"],
         "noise_sd": noise["noise_sd"] or None, "keeps_within_noise": noise["within_noise"],
         "cost_usd": cost["total"]["cost_usd"], "tokens": cost["total"]["tokens"],
@@ -97,15 +85,8 @@ def campaign_summary(proj: Any, info: CampaignInfo) -> dict[str, Any]:
         # trials the task's early-stopping rule stopped: the compute their reference runs took, less theirs
         "compute_saved_s": sum(r.compute_saved_s for r in proj.trials.rows(cid)),
         "gates": info.config.get("gates") or {},
+        "figures": figure_data.captions(proj, info),
     }
-
-
-def confirmed_best(info: CampaignInfo) -> dict[str, Any]:
-    """The last promotion past the baseline: its score (mean of its runs), trial and run count."""
-    proms = [p for p in info.promotions if p.number != 0]
-    last = proms[-1] if proms else None
-    return {"confirmed": last.score if last else None, "confirmed_trial": last.number if last else None,
-            "confirmed_runs": last.evidence if last else None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,16 +132,21 @@ def tables(proj: Any, infos: list[CampaignInfo], summaries: list[dict[str, Any]]
             row = {"campaign": info.name, **{k: v for k, v in p.items() if k != "statuses"}}
             row.update({f"n_{k}": v for k, v in p["statuses"].items()})
             out["specialists"].append(row)
-        noise = {k["number"]: k for k in proj.noise.get(cid)["keeps"]}
-        for rank, r in enumerate(proj.leaderboard.ranked(cid), start=1):
-            nk = noise.get(r.number, {})
-            out["keeps"].append({"campaign": info.name, "rank": rank, "number": r.number, "specialist": r.specialist,
-                                 "score": r.score, "delta": r.delta, "parent": r.parent,
-                                 "within_noise": nk.get("within_noise"), "runs": nk.get("runs"),
-                                 "hypothesis": r.hypothesis})
+        # each keep at the mean of its runs, its delta from the same numbers (projections.stats.NoiseReport)
+        keeps = sorted(proj.noise.get(cid)["keeps"],
+                       key=lambda k: (info.objective.sort_key(k["score"] if k["score"] is not None else math.inf),
+                                      k["number"]))
+        for rank, k in enumerate(keeps, start=1):
+            r = proj.trials.row(cid, k["number"])
+            out["keeps"].append({"campaign": info.name, "rank": rank, "number": k["number"],
+                                 "specialist": k["specialist"], "score": k["score"], "runs": k["runs"],
+                                 "delta": k["delta"], "previous": k["previous"], "parent": r.parent if r else None,
+                                 "own_run_score": r.score if r else None, "within_noise": k["within_noise"],
+                                 "hypothesis": k["hypothesis"]})
         out["headline"].append(_headline_row(info, s))
-        out["arms"].append({"arm": info.arm, "campaign": info.name, "trials": s["trials"], "keeps": s["keeps"],
-                            "start": s["start"], "best": s["best"], "rel_change_pct": s["rel_change_pct"],
+        out["arms"].append({"arm": info.arm, "campaign": info.name, **_counts(s),
+                            "start": s["start"], "best": s["best"], "best_trial": s["best_trial"],
+                            "best_runs": s["best_runs"], "rel_change_pct": s["rel_change_pct"],
                             "cross_role_keeps": s["cross_role_keeps"][0],
                             "cross_role_of": s["cross_role_keeps"][1], "effective_clusters": s["effective_clusters"],
                             "near_dup_rate": s["near_dup_rate"], "trials_per_hour": s["trials_per_hour"]})
@@ -177,10 +163,21 @@ def tables(proj: Any, infos: list[CampaignInfo], summaries: list[dict[str, Any]]
     return out
 
 
+def _counts(s: dict[str, Any]) -> dict[str, Any]:
+    c = s["counts"]
+    return {"proposals": c["proposals"], "confirmation_runs": c["confirmation_runs"], "reruns": c["reruns"],
+            "keeps": c["keeps"], "trials_after_baseline": c["trials"], "trials_total": c["trials_total"]}
+
+
 def _headline_row(info: CampaignInfo, s: dict[str, Any]) -> dict[str, Any]:
+    thr = s["threshold"] or {}
+    single = s["best_single_run"] or {}
     return {"run": s["title"], "campaign": info.name, "metric": info.metric, "direction": info.direction,
-            "start": s["start"], "best": s["best"], "rel_change_pct": s["rel_change_pct"], "trials": s["trials"],
-            "keeps": s["keeps"]}
+            "start": s["start"], "start_runs": s["start_runs"], "best": s["best"], "best_trial": s["best_trial"],
+            "best_runs": s["best_runs"], "best_sd": s["best_sd"], "confirmed": s["confirmed"],
+            "rel_change_pct": s["rel_change_pct"], "threshold": thr.get("value"), "threshold_sd": thr.get("sd"),
+            "threshold_sd_runs": thr.get("sd_runs"), "threshold_sd_source": thr.get("sd_source"),
+            **_counts(s), "best_single_run": single.get("score"), "best_single_run_trial": single.get("number")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,15 +213,25 @@ def change_cell(pct: float | None) -> str:
     return "—" if pct is None else f"{pct:+.2f}\\%".replace("+", "+" if pct > 0 else "")
 
 
+def value_cell(v: float | None, runs: int | None) -> str:
+    """A result as the tables print it: the mean, and how many runs it is the mean of when more than one."""
+    return fmt_metric(v) + (f" ($n={runs}$)" if runs and runs > 1 else "")
+
+
 def headline_tex(infos: list[CampaignInfo], summaries: list[dict[str, Any]]) -> str:
     lines = [
         "% Headline results (cf. Table 1 of arXiv 2605.05724); generated by arledger export",
-        r"\begin{tabular}{llrrrrr}", r"\toprule",
-        r"Run & Metric (direction) & Start & Best & Change & Trials & Keeps \\", r"\midrule",
+        "% Start: the baseline's mean; Best: the confirmed incumbent's mean (n: its runs); Change: relative to",
+        "% the baseline's mean. Re-runs: confirmation runs and reruns (noise measurements); the baseline is",
+        "% counted in none of the columns.",
+        r"\begin{tabular}{llrrrrrr}", r"\toprule",
+        r"Run & Metric (direction) & Start & Best & Change & Proposals & Re-runs & Keeps \\", r"\midrule",
     ]
     for info, s in zip(infos, summaries, strict=True):
-        lines.append(f"{tex_escape(s['title'])} & {metric_cell(info)} & {fmt_metric(s['start'])} & "
-                     f"{fmt_metric(s['best'])} & {change_cell(s['rel_change_pct'])} & {s['trials']} & {s['keeps']} \\\\")
+        c = s["counts"]
+        lines.append(f"{tex_escape(s['title'])} & {metric_cell(info)} & {value_cell(s['start'], s['start_runs'])} & "
+                     f"{value_cell(s['best'], s['best_runs'])} & {change_cell(s['rel_change_pct'])} & "
+                     f"{c['proposals']} & {c['confirmation_runs'] + c['reruns']} & {c['keeps']} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
 
@@ -232,8 +239,9 @@ def headline_tex(infos: list[CampaignInfo], summaries: list[dict[str, Any]]) -> 
 def arms_tex(infos: list[CampaignInfo], summaries: list[dict[str, Any]]) -> str:
     lines = [
         "% Campaigns compared by arm (cf. Table 3 of arXiv 2605.05724); generated by arledger export",
+        "% Best: the confirmed incumbent's mean (n: its runs), as in headline.tex",
         r"\begin{tabular}{llrrrrrrr}", r"\toprule",
-        r"Arm & Campaign & Trials & Keeps & Best & Change & Cross-role keeps & Eff.\ clusters & Near-dup \\",
+        r"Arm & Campaign & Proposals & Keeps & Best & Change & Cross-role keeps & Eff.\ clusters & Near-dup \\",
         r"\midrule",
     ]
     pairs = sorted(zip(infos, summaries, strict=True), key=lambda p: (p[0].arm, p[0].position))
@@ -243,8 +251,9 @@ def arms_tex(infos: list[CampaignInfo], summaries: list[dict[str, Any]]) -> str:
             lines.append(r"\midrule")
         last = info.arm
         n, of = s["cross_role_keeps"]
-        lines.append(f"{tex_escape(info.arm)} & {tex_escape(info.name)} & {s['trials']} & {s['keeps']} & "
-                     f"{fmt_metric(s['best'])} & {change_cell(s['rel_change_pct'])} & {n}/{of} & "
+        lines.append(f"{tex_escape(info.arm)} & {tex_escape(info.name)} & {s['counts']['proposals']} & "
+                     f"{s['counts']['keeps']} & {value_cell(s['best'], s['best_runs'])} & "
+                     f"{change_cell(s['rel_change_pct'])} & {n}/{of} & "
                      f"{s['effective_clusters']:.1f} & {100 * s['near_dup_rate']:.1f}\\% \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from projections.headline import fmt_metric, fmt_pct
 from projections.records import CampaignInfo, Note, TrialRow, Verdict
 
 MAX_DIFF_LINES = 400
@@ -123,20 +124,69 @@ def render(rep: Report) -> str:
         + "\n".join(body) + f"<script>{JS}</script></body></html>\n")
 
 
+def _runs(n: int | None, sd: float | None) -> str:
+    if not n or n <= 1:
+        return "1 run"
+    return f"mean of {n} runs" + (f", sd {sd:.2g}" if sd is not None else "")
+
+
 def _headline(c: CampaignReport) -> str:
+    """The campaign's result as ``projections.headline`` computed it (the summary's numbers)."""
     s, info = c.summary, c.info
     arrow = "↓" if info.direction == "min" else "↑"
-    best = _num(s.get("best")) + (f" (#{s['best_trial']})" if s.get("best_trial") is not None else "")
-    cells = [("metric", f"{info.metric} {arrow} ({info.objective.word} is better)"),
-             ("start", _num(s.get("start"))), ("best", best),
-             ("change", f"{s['rel_change_pct']:+.2f}%" if s.get("rel_change_pct") is not None else "—")]
-    if s.get("confirmed") is not None:
-        cells.append(("confirmed", f"{_num(s['confirmed'])} (#{s['confirmed_trial']}, "
-                                   f"{_plural(int(s['confirmed_runs'] or 0), 'run')})"))
-    cells += [("trials", str(s.get("trials", len(c.trials)))), ("keeps", str(s.get("keeps", 0))),
+    best = (f"{fmt_metric(s.get('best'))} (#{s.get('best_trial')}, {_runs(s.get('best_runs'), s.get('best_sd'))})"
+            if s.get("best") is not None else "—")
+    if s.get("best") is not None and not s.get("confirmed"):
+        best += " — the baseline: no confirmed improvement"
+    start = (f"{fmt_metric(s.get('start'))} ({_runs(s.get('start_runs'), s.get('start_sd'))})"
+             if s.get("start") is not None else "—")
+    cells = [("metric", f"{info.metric} {arrow} ({info.objective.word} is better)"), ("start", start),
+             ("best (confirmed incumbent)", best), ("change", fmt_pct(s.get("rel_change_pct")))]
+    thr = s.get("threshold")
+    if thr:
+        runs = f" over {thr['sd_runs']} runs" if thr.get("sd_runs") else ""
+        cells.append(("threshold beaten", f"{thr['value']:.4g} (noise sd {thr['sd']:.4g}{runs}, "
+                                          f"{thr.get('sd_source') or '—'})"))
+    one = s.get("best_single_run")
+    if one:
+        cells.append(("best single run", f"{fmt_metric(one['score'])} (#{one['number']}, {one['state']}; "
+                                         "not the result)"))
+    cnt = s.get("counts") or {}
+    cells += [("proposals", str(cnt.get("proposals", 0))),
+              ("confirmation runs", str(cnt.get("confirmation_runs", 0))),
+              ("reruns", str(cnt.get("reruns", 0))), ("keeps", str(cnt.get("keeps", 0))),
+              ("trials (with the baseline)", str(cnt.get("trials_total", len(c.trials)))),
               ("task", info.task), ("arm", info.arm), ("state", info.state)]
     items = "".join(f"<div><dt>{e(k)}</dt><dd>{e(v)}</dd></div>" for k, v in cells)
     return f"<dl class=headline>{items}</dl>"
+
+
+def _count_words(s: dict[str, Any], rows: int) -> str:
+    c = s.get("counts")
+    if not c:
+        return _plural(rows, "row")
+    parts = [_plural(c["proposals"], "proposal")]
+    if c["confirmation_runs"]:
+        parts.append(_plural(c["confirmation_runs"], "confirmation run"))
+    if c["reruns"]:
+        parts.append(_plural(c["reruns"], "rerun"))
+    base = " and the baseline" if c["trials_total"] > c["trials"] else ""
+    return ", ".join(parts) + base + f": {_plural(c['trials_total'], 'trial')}"
+
+
+def _caption(kind: str, s: dict[str, Any]) -> str:
+    """A figure's caption from its caption data (the summary's ``figures``)."""
+    f = (s.get("figures") or {}).get(kind) or {}
+    if kind == "progress" and f:
+        steps = ", ".join(f"#{p['number']} {fmt_metric(p['value'])}" + (f" (n={p['runs']})" if p["runs"] > 1 else "")
+                          for p in f.get("promotions", []))
+        return (f"progress: {f['points']} scored runs of {f['trials']} trials, "
+                f"{f['failures_without_score']} failed without a score; the line is the confirmed incumbent "
+                f"(mean of its runs), stepping at each promotion: {steps or 'none'}")
+    if kind == "lineage" and f:
+        return (f"lineage: the tree of the {f['keeps']} keeps (arrows from the keep each descends from), "
+                f"in {_plural(f['lanes'], 'branch')}; the confirmed incumbent is #{f['incumbent']}")
+    return kind
 
 
 def _label(r: TrialRow) -> str:
@@ -156,7 +206,7 @@ def _campaign(c: CampaignReport, idx: int) -> str:
     if c.figures:
         out.append("<div class=figures>" + "".join(
             f"<figure><img alt=\"{e(kind)} of {e(info.name)}\" src=\"data:image/png;base64,"
-            f"{base64.b64encode(png).decode()}\"><figcaption>{e(kind)}</figcaption></figure>"
+            f"{base64.b64encode(png).decode()}\"><figcaption>{e(_caption(kind, c.summary))}</figcaption></figure>"
             for kind, png in c.figures.items()) + "</div>")
     else:
         out.append("<p class=muted>No figures (exported with --no-figures).</p>")
@@ -174,8 +224,7 @@ def _campaign(c: CampaignReport, idx: int) -> str:
         + "</select></label> <label>specialist <select data-filter=specialist><option value=\"\">all</option>"
         + "".join(f"<option>{e(x)}</option>" for x in specs)
         + f"</select></label> <span class=count>{_plural(len(rows), 'row')}</span>"
-        + f" <span class=muted>({_plural(int(c.summary.get('trials', len(rows))), 'trial')}"
-        + (" and the baseline" if info.baseline_id is not None else "") + ")</span></div>")
+        + f" <span class=muted>({e(_count_words(c.summary, len(rows)))})</span></div>")
     heads = ("#", "specialist", "kind", "state", info.metric, "Δ", "wall", "hypothesis")
     out.append(f"<table class=trials id=t{idx}><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in heads)
                + "</tr></thead><tbody>")

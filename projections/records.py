@@ -39,6 +39,9 @@ class Verdict:
     reason: str
     actor: str
     at: float
+    sd: float = 0.0  # the noise sd the threshold was computed from
+    sd_runs: int = 0  # the runs that sd rests on (0: the task's declared figure)
+    sd_source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

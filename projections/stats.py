@@ -26,8 +26,9 @@ Definitions (used by the export and the audit report):
   (TrialStarted.slot), else of distinct runners, else of declared specialists (the CMU harness ran
   one specialist per slot), else 1. 1.0 means every slot was busy for the whole span.
 * **noise**: the latest NoiseMeasured sd, else ``config["noise_sd"]`` / ``config["noise"]["sd"]``.
-  A keep is **inside the noise** when |delta| < sd; it rests on a **single run** when its promotion
-  cites at most one trial as evidence (or it was never promoted).
+  A keep's **score** is the mean of its runs and its **delta** the change from the mean of the runs of
+  the incumbent it replaced (both ``projections.headline.runs_of``). It is **inside the noise** when
+  |delta| < sd; it rests on a **single run** when it has one scored run.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 from ledger import events as ev
 from ledger.app import Recorded
 from projections.base import Projection
+from projections.headline import runs_of
 from projections.records import CampaignInfo, TrialRow
 from projections.trials import PerTrialAggregate, TrialTable
 
@@ -123,16 +125,15 @@ class Leaderboard(PerTrialAggregate):
         return out
 
     def best(self, campaign_id: uuid.UUID) -> TrialRow | None:
-        """The best keep, or the baseline while nothing beat it."""
-        ranked = self.ranked(campaign_id)
-        base = self.table.baseline(campaign_id)
-        if not ranked:
-            return base
+        """The current best: the campaign's confirmed incumbent (its last promotion), or the baseline
+        while nothing was promoted past it — never a single unconfirmed run. Its score as a result
+        (the mean of its runs) is :func:`projections.headline.headline`'s."""
         info = self.table.campaigns[campaign_id]
-        top = ranked[0]
-        if base is not None and base.score is not None and top.score is not None and not info.objective.is_better(top.score, base.score):
-            return base
-        return top
+        if info.incumbent_number is not None:
+            row = self.table.row(campaign_id, info.incumbent_number)
+            if row is not None and row.score is not None:
+                return row
+        return self.table.baseline(campaign_id)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -389,12 +390,20 @@ class NoiseReport(_Lazy):
         promos = {p.trial_id: p for p in info.promotions}
         keeps = []
         for row in sorted((self.table.trials[t] for t in lb.keeps.get(info.campaign_id, ())), key=lambda r: r.number):
+            # the keep's score and its delta from the same numbers: the mean of its runs, against the
+            # mean of the runs of the incumbent it replaced (projections.headline.runs_of)
             p = promos.get(row.trial_id)
-            delta = p.delta if p is not None and p.delta is not None else row.delta
-            runs = max(1, p.evidence) if p is not None else 1
+            own = runs_of(self.table, info, row.number)
+            score = own.mean if own is not None else row.score
+            prev_n = p.previous_number if p is not None else (row.verdict.incumbent_number if row.verdict else None)
+            prev = runs_of(self.table, info, prev_n) if prev_n is not None else None
+            prev_score = prev.mean if prev is not None else (p.previous_score if p is not None else None)
+            delta = score - prev_score if score is not None and prev_score is not None else row.delta
+            runs = own.n if own is not None else 1
             within = bool(sd > 0 and delta is not None and abs(delta) < sd)
             keeps.append({
-                "number": row.number, "specialist": row.specialist, "score": row.score, "delta": delta,
+                "number": row.number, "specialist": row.specialist, "score": score, "delta": delta,
+                "previous": prev_n, "previous_score": prev_score,
                 "noise_sd": sd, "ratio": (abs(delta) / sd) if (sd > 0 and delta is not None) else None,
                 "runs": runs, "within_noise": within, "single_run": runs <= 1,
                 "threshold": p.threshold if p is not None else None, "hypothesis": row.hypothesis,

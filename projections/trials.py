@@ -387,7 +387,8 @@ class TrialTable(Projection):
             return
         r.verdict = Verdict(e.verdict, [(x.number, x.score) for x in e.runs], e.mean, e.incumbent_number,
                             e.incumbent_score, e.improvement, e.threshold.value, e.threshold.rule,
-                            e.confirmations_wanted, e.policy, e.reason, e.actor, e.at)
+                            e.confirmations_wanted, e.policy, e.reason, e.actor, e.at, sd=e.threshold.sd,
+                            sd_runs=e.threshold.sd_runs, sd_source=e.threshold.sd_source)
         if r.score is not None and e.incumbent_score is not None:
             r.delta = r.score - e.incumbent_score
         r.restate()
@@ -404,7 +405,8 @@ class TrialTable(Projection):
                 r.verdict = Verdict("keep", [(r.number, r.score)] if r.score is not None else [],
                                     p.score if p else (r.score or 0.0), p.previous_number if p else None,
                                     p.previous_score if p else None, None, p.threshold if p else 0.0, "",
-                                    0, "promotion (recorded as a relabel)", e.reason, e.actor, e.at)
+                                    0, "promotion (recorded as a relabel)", e.reason, e.actor, e.at,
+                                    sd=p.noise_sd if p else 0.0)
             r.restate()
             return
         r.label = e.status

@@ -104,10 +104,10 @@ def test_heuristic_campaign_confirms_an_improvement(env):
     res = CliRunner().invoke(cli, ["status", "--json", "--ledger", url], catch_exceptions=False)
     camp = json.loads(res.output)["campaigns"][0]
     last = promos[-1]
-    assert camp["confirmed"] == pytest.approx(last.score) and camp["confirmed_trial"] == last.number
-    assert camp["confirmed_runs"] == len(last.evidence) == 2 and out.best == pytest.approx(last.score)
+    assert camp["best"] == pytest.approx(last.score) and camp["best_trial"] == last.number and camp["confirmed"]
+    assert camp["best_runs"] == len(last.evidence) == 2 and out.best == pytest.approx(last.score)
     res = CliRunner().invoke(cli, ["status", "--ledger", url], catch_exceptions=False)
-    assert f"(#{last.number}, 2 runs)" in res.output
+    assert f"(#{last.number}, n=2)" in res.output
 
 
 def test_anthropic_backend_in_a_campaign(env):

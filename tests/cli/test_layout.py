@@ -38,7 +38,7 @@ def test_status_at_80_columns_cuts_no_cell(world20: World) -> None:
     wide = world20.run("status", "--wide", env=NARROW)
     header = next(ln for ln in wide.output.splitlines() if ln.startswith("campaign "))
     for col in ("campaign", "task", "metric", "arm", "state", "trials", "keeps", "in flight", "start", "best",
-                "change", "confirmed", "last activity (UTC)"):
+                "change", "threshold", "last activity (UTC)"):
         assert col in header, col
     assert "not shown" not in wide.output and "…" not in wide.output
 

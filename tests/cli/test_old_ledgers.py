@@ -42,7 +42,7 @@ def test_its_promotion_relabel_reads_as_the_keep_verdict(url: str) -> None:
 
 def test_status_lineage_and_audit_show_the_same_keep(url: str) -> None:
     [c] = json.loads(invoke("status", "--json", "--ledger", url).output)["campaigns"]
-    assert c["keeps"] == 1 and c["confirmed_trial"] == 2 and c["confirmed_runs"] == 2
+    assert c["keeps"] == 1 and c["best_trial"] == 2 and c["best_runs"] == 2
     lin = invoke("lineage", "--ledger", url).output
     assert "#002 [opt, keep, value=0.25" in lin and "#003 [opt, confirmation of #2" in lin
     rep = json.loads(invoke("audit", "report", "--json", "--ledger", url).output)

@@ -32,7 +32,7 @@ def test_status_shows_the_campaign_and_its_confirmed_result(world: World) -> Non
     data = json.loads(world.run("status", "--json").output)
     [c] = data["campaigns"]
     assert c["name"] == "c1" and c["state"] == "closed" and c["keeps"] >= 1
-    assert c["confirmed_runs"] == 2  # the keep's own run and its confirmation
+    assert c["best_runs"] == 2 and c["confirmed"]  # the keep's own run and its confirmation
 
 
 def test_show_of_a_keep_shows_its_verdict_and_evidence(world: World) -> None:

@@ -74,9 +74,9 @@ def test_summary_reproduces_table_1(exported: tuple[str, Path]) -> None:
 
 def test_headline_latex_table(exported: tuple[str, Path]) -> None:
     tex = (exported[1] / "latex" / "headline.tex").read_text()
-    assert r"Parameter Golf & val\_bpb (lower) & 1.0810 & 1.072210 & -0.81\% & 900 & 36 \\" in tex
+    assert r"Parameter Golf & val\_bpb (lower) & 1.0810 & 1.072210 & -0.81\% & 900 & 0 & 36 \\" in tex
     assert (r"CIFAR-10 Airbench96 & train\_s (lower; mean accuracy $\geq$ 0.96 gate) & 26.3560 & 25.1464 & "
-            r"-4.59\% & 97 & 4 \\") in tex
+            r"-4.59\% & 97 & 0 & 4 \\") in tex
     arms = (exported[1] / "latex" / "arms.tex").read_text()
     assert "lineage & pg\\_main & 900 & 36 & 1.072210 & -0.81\\% & 32/33 & " in arms
 

@@ -72,7 +72,7 @@ def test_nanochat_core_is_maximised(ledger_url: str, tmp_path: Path) -> None:
     out = tmp_path / "export"
     run("export", "--out", str(out), "--no-figures", "--ledger", ledger_url)
     tex = (out / "latex" / "headline.tex").read_text()
-    assert r"NanoChat-D12 & core\_metric (higher) & 0.1618 & 0.2244 & +38.69\% & 200 & 5 \\" in tex
+    assert r"NanoChat-D12 & core\_metric (higher) & 0.1618 & 0.2244 & +38.69\% & 200 & 0 & 5 \\" in tex
     status = run("status", "--ledger", ledger_url)
     assert "core_metric ↑" in status and "0.2244 (#156)" in status
     # the best keep raised CORE over the incumbent before it; the record's val_bpb comes along
