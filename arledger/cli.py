@@ -3,6 +3,8 @@
     arledger init                      make the ledger (SQLite under .arledger/) and a signing key
     arledger run                       run a campaign (default: golf-mini, offline specialists)
     arledger runner                    claim and train queued trials
+    arledger runners                   the fleet: each runner's trials, last heartbeat, alive/lost
+    arledger trial submit | cancel N | requeue N     trials by hand
     arledger log | status | show | lineage | diff
     arledger note "..." | note --close N | notes     steering notes for a running campaign
     arledger audit verify | upgrade | checkpoint | prove | check-proof | report
@@ -289,9 +291,9 @@ def audit_check_proof(proof_file: Path, public_key: str | None) -> None:
 
 
 def _register_parts() -> None:
-    from arledger import cli_keys, cli_notes, cli_read, cli_run, cli_tasks
+    from arledger import cli_fleet, cli_keys, cli_notes, cli_read, cli_run, cli_tasks
 
-    for mod in (cli_tasks, cli_read, cli_run, cli_keys, cli_notes):
+    for mod in (cli_tasks, cli_fleet, cli_read, cli_run, cli_keys, cli_notes):
         reg = getattr(mod, "register", None)
         if reg is not None:
             reg(cli)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger import events as ev
 from ledger.aggregates import Campaign, CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
 from ledger.identity import signer_for
@@ -205,6 +206,21 @@ class Runner:
                 s.attempt.lost.set()
                 s.attempt.stop.set()
         self._wake.set()
+
+    def held(self) -> list[ev.HeldTrial]:
+        """The trials this runner holds the lease of right now (its heartbeat names them)."""
+        out = []
+        for s in self.slots:
+            a = s.attempt
+            if a is not None and not a.done.is_set():
+                task = a.trial.launch.task if a.trial.launch is not None else ""
+                out.append(ev.HeldTrial(trial_id=a.trial_id, number=a.number, epoch=a.epoch, task=task))
+        return out
+
+    @property
+    def hard_stopped(self) -> bool:
+        """A second signal (or ``kill``) ended it: its running trials were killed, their leases left."""
+        return self._hard.is_set()
 
     def _install_signals(self, stop_event: threading.Event) -> Callable[[], None] | None:
         if threading.current_thread() is not threading.main_thread():
