@@ -223,7 +223,9 @@ def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: 
         click.echo(f"OK: {rep.events} events, root {rep.root}, {rep.checkpoints} signed checkpoint(s), "
                    f"{rep.signed_events} signed event(s){legacy}"
                    f"{' (' + signers + ')' if signers else ''}, {rep.artifacts_checked} artifact(s) verified, "
-                   f"{rep.orphan_artifacts} unreferenced object(s)")
+                   f"{rep.orphan_artifacts} unreferenced object(s)"
+                   + (f"; {rep.appended_during} event(s) appended while it read (checked next time)"
+                      if rep.appended_during else ""))
     else:
         first = rep.first()
         assert first is not None
