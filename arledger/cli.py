@@ -99,6 +99,15 @@ def event_summary(e: ev.Event) -> str:
         return f"note {e.number} closed" + (f": {e.reason}" if e.reason else "")
     if t is ev.CampaignClosed:
         return e.reason
+    if t is ev.LaunchRequeued:
+        return f"epoch {e.previous_epoch} of {e.previous_runner or 'no runner'}: {e.reason}"
+    if t is ev.RunnerStarted:
+        gpus = ",".join(map(str, e.gpus)) or "cpu"
+        return f"{e.runner} on {e.host}: {e.slots} slot(s), gpus {gpus}, {e.sandbox}, v{e.version}"
+    if t is ev.RunnerHeartbeat:
+        return "holds " + (", ".join(f"#{h.number}" for h in e.running) or "nothing")
+    if t is ev.RunnerStopped:
+        return e.reason
     return ""
 
 

@@ -48,6 +48,8 @@ def test_runners_lists_alive_lost_and_stopped_runners(fresh: World) -> None:
     assert all(len(line) <= 80 for line in lines), text
     assert "gpu-host-1" in text and "alive" in text and "#1" in text and "lost" in text
     assert "1 alive, 1 lost" in text
+    log = fresh.run("log", "--type", "RunnerStarted", "--type", "RunnerStopped", env={"COLUMNS": "250"}).output
+    assert "gpu-host-1 on gpu-host-1.example: 2 slot(s), gpus 0,1" in log and "drained: no trial left" in log
 
 
 def test_runners_help_says_when_a_runner_is_lost(fresh: World) -> None:
