@@ -26,7 +26,7 @@ from ledger.app import ConflictError, Ledger
 ATTEMPTS = 20
 
 RUNNER_COLUMNS = (layout.Column("RUNNER", 0), layout.Column("STATE", 0), layout.Column("TRIALS", 0),
-                  layout.Column("LAST BEAT", 1, right=True), layout.Column("HOST", 2), layout.Column("SLOTS", 3, True),
+                  layout.Column("LAST SEEN", 1, right=True), layout.Column("HOST", 2), layout.Column("SLOTS", 3, True),
                   layout.Column("GPUS", 3), layout.Column("SANDBOX", 4), layout.Column("VERSION", 5))
 
 

@@ -37,6 +37,7 @@ class Presence:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._rec: RunnerRecord | None = None
+        self._started = False
 
     def _append(self, command: Callable[[RunnerRecord], object], attempts: int = 5) -> None:
         with self._lock:
@@ -53,6 +54,15 @@ class Presence:
                         raise
 
     def start(self) -> None:
+        """Record RunnerStarted (now, or at the next interval if the store is down) and beat."""
+        try:
+            self._start()
+        except Exception as e:  # noqa: BLE001 — the store is down: the heartbeat thread tries again
+            self._log(f"runner {self.runner_id}: its start is not recorded yet ({e}); retrying in {self.every_s:g} s")
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="runner-heartbeat")
+        self._thread.start()
+
+    def _start(self) -> None:
         info = self._info
 
         def started(rec: RunnerRecord) -> None:
@@ -65,8 +75,7 @@ class Presence:
                       heartbeat_s=self.every_s, tasks=info["tasks"])
 
         self._append(started)
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="runner-heartbeat")
-        self._thread.start()
+        self._started = True
 
     def beat(self) -> None:
         running, labelled = self._held(), self._labelled()
@@ -75,7 +84,7 @@ class Presence:
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                self.beat()
+                self.beat() if self._started else self._start()
             except Exception as e:  # noqa: BLE001 — the store is down: say so, beat again next time
                 self._rec = None
                 self._log(f"runner {self.runner_id}: heartbeat not recorded ({e}); retrying in {self.every_s:g} s")
@@ -84,6 +93,8 @@ class Presence:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if not self._started:
+            return
         labelled = self._labelled()
         try:
             self._append(lambda rec: rec.stop(self.actor, reason=reason, labelled=labelled))
