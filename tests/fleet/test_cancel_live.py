@@ -97,3 +97,30 @@ def test_cancel_and_requeue_reach_the_runner_that_trains_the_trial(world: Path) 
         assert verify(led).ok
     runners = json.loads(_cli(url, "runners", "--json", "--all"))["runners"]
     assert runners[0]["state"] == "stopped" and runners[0]["stop_reason"].startswith("drained")
+
+
+def test_a_crashed_trial_requeued_runs_again_at_the_next_epoch(world: Path) -> None:
+    from projections import Projector
+    from tasks.runner import Runner
+
+    task = make_task(world / "task")
+    spec = load_task(task)
+    url = f"sqlite:{world}/ledger/ledger.db"
+    led, _, _ = init_ledger(url)
+    try:
+        diff = edit(wsp.baseline_files(spec), "train.py", "    t0 = time.time()\n",
+                    "    t0 = time.time()\n    raise SystemExit(3)\n")
+        sub = submit_trial(led, spec, campaign="c", diff=diff, hypothesis="crashes", actor="human:t")
+        runner = Runner(ledger=led, runner_id="R", tasks=[task], lease_s=5, work_root=world / "work",
+                        data_root=world / "data", grace_s=1)
+        assert runner.run_until_idle(timeout_s=120) == 1
+        _cli(url, "trial", "requeue", str(sub.number), "--reason", "flaky host", "--by", "ops")
+        assert runner.run_until_idle(timeout_s=120) == 1
+        events = led.stream(sub.trial_id)
+        row = next(r for r in Projector.from_ledger(led).trials.trials.values() if r.trial_id == sub.trial_id)
+    finally:
+        led.close()
+    assert [(e.status, e.epoch) for e in events if isinstance(e, ev.OutcomeLabelled)] == [("crash", 1), ("crash", 2)]
+    req = [e for e in events if isinstance(e, ev.LaunchRequeued)]
+    assert len(req) == 1 and req[0].previous_runner == "R" and req[0].previous_epoch == 1 and req[0].actor == "human:ops"
+    assert row.attempts == 2 and row.epoch == 2 and row.label == "crash"
