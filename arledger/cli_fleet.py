@@ -17,8 +17,7 @@ import time
 import click
 
 from arledger import layout
-from arledger.cli_notes import _actor, _campaign_name
-from arledger.options import CAMPAIGN, JSON, LEDGER, open_ledger
+from arledger.options import CAMPAIGN, JSON, LEDGER, actor_name, campaign_name, open_ledger
 from ledger import events as ev
 from ledger.aggregates import CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
@@ -91,7 +90,7 @@ def runners_cmd(ledger_url: str | None, as_json: bool, show_all: bool, wide: boo
 
 
 def _trial_write(led: Ledger, campaign: str | None, number: int, act: object) -> tuple[str, Trial, list[ev.Event]]:
-    name = _campaign_name(led, campaign)
+    name = campaign_name(led, campaign)
     tid = ev.trial_id_for(ev.campaign_id_for(name), number)
     for _ in range(ATTEMPTS):
         t = led.load(Trial, tid)
@@ -123,7 +122,7 @@ def cancel_cmd(number: int, reason: str, ledger_url: str | None, campaign: str |
     """Cancel trial NUMBER (queued or running): its label becomes `cancelled`, with your name and
     the reason. A runner running it notices at its next lease renewal and kills the run. A labelled
     trial is not cancelled (a kept one never is)."""
-    actor = _actor(by)
+    actor = actor_name(by)
     with open_ledger(ledger_url) as led:
         was = {}
 
@@ -148,7 +147,7 @@ def requeue_cmd(number: int, reason: str, ledger_url: str | None, campaign: str 
     a queued one (to the back) or a running one (its attempt is labelled cancelled and its runner
     stops it at its next lease renewal). The next claim opens a new epoch; the old attempt stays in
     the log. A scored trial is not requeued (its score stands: submit a rerun), nor one never launched."""
-    actor = _actor(by)
+    actor = actor_name(by)
     with open_ledger(ledger_url) as led:
         name, t, events = _trial_write(led, campaign, number, lambda t: t.requeue_by_hand(actor, reason=reason))
     req = next(e for e in events if isinstance(e, ev.LaunchRequeued))
