@@ -38,6 +38,7 @@ from ledger.store import LedgerError
 from projections.lineage_view import render_lineage_view
 from projections.projector import Projector
 from projections.records import CampaignInfo, TrialRow
+from tasks import bundle as task_bundle
 from tasks import workspace as wsp
 from tasks.spec import Specialist, TaskSpec
 from tasks.submit import Submitted, noise_policy, open_campaign, submit_trial
@@ -221,7 +222,8 @@ class CampaignLoop:
                 self.on_event(f"note: task {self.spec.name} changed since the campaign opened; recorded in "
                               "CampaignResumed and visible in the audit report")
             camp.resume(ACTOR, harness_version=HARNESS_VERSION, config={"run": self.cfg.to_dict(),
-                        "task_sha": self.spec.content_sha()}, reason="resumed")
+                        "task_sha": self.spec.content_sha()}, reason="resumed", task_sha=self.spec.content_sha(),
+                        task_bundle_sha=task_bundle.record(self.led, self.spec))
             self._save(camp)
         self.proj.catch_up(self.led)
 

@@ -3,6 +3,8 @@
     arledger init                      make the ledger (SQLite under .arledger/) and a signing key
     arledger run                       run a campaign (default: golf-mini, offline specialists)
     arledger runner                    claim and train queued trials
+    arledger runners                   the fleet: each runner's trials, last heartbeat, alive/lost
+    arledger trial submit | cancel N | requeue N     trials by hand
     arledger log | status | show | lineage | diff
     arledger note "..." | note --close N | notes     steering notes for a running campaign
     arledger audit verify | upgrade | checkpoint | prove | check-proof | report
@@ -96,6 +98,15 @@ def event_summary(e: ev.Event) -> str:
     if t is ev.NoteClosed:
         return f"note {e.number} closed" + (f": {e.reason}" if e.reason else "")
     if t is ev.CampaignClosed:
+        return e.reason
+    if t is ev.LaunchRequeued:
+        return f"epoch {e.previous_epoch} of {e.previous_runner or 'no runner'}: {e.reason}"
+    if t is ev.RunnerStarted:
+        gpus = ",".join(map(str, e.gpus)) or "cpu"
+        return f"{e.runner} on {e.host}: {e.slots} slot(s), gpus {gpus}, {e.sandbox}, v{e.version}"
+    if t is ev.RunnerHeartbeat:
+        return "holds " + (", ".join(f"#{h.number}" for h in e.running) or "nothing")
+    if t is ev.RunnerStopped:
         return e.reason
     return ""
 
@@ -221,7 +232,9 @@ def audit_verify(ledger_url: str | None, checkpoint_file: Path | None, as_json: 
         click.echo(f"OK: {rep.events} events, root {rep.root}, {rep.checkpoints} signed checkpoint(s), "
                    f"{rep.signed_events} signed event(s){legacy}"
                    f"{' (' + signers + ')' if signers else ''}, {rep.artifacts_checked} artifact(s) verified, "
-                   f"{rep.orphan_artifacts} unreferenced object(s)")
+                   f"{rep.orphan_artifacts} unreferenced object(s)"
+                   + (f"; {rep.appended_during} event(s) appended while it read (checked next time)"
+                      if rep.appended_during else ""))
     else:
         first = rep.first()
         assert first is not None
@@ -289,9 +302,9 @@ def audit_check_proof(proof_file: Path, public_key: str | None) -> None:
 
 
 def _register_parts() -> None:
-    from arledger import cli_keys, cli_notes, cli_read, cli_replay, cli_run, cli_tasks
+    from arledger import cli_fleet, cli_keys, cli_notes, cli_read, cli_replay, cli_run, cli_tasks
 
-    for mod in (cli_tasks, cli_read, cli_run, cli_keys, cli_notes, cli_replay):
+    for mod in (cli_tasks, cli_fleet, cli_read, cli_run, cli_keys, cli_notes, cli_replay):
         reg = getattr(mod, "register", None)
         if reg is not None:
             reg(cli)

@@ -1,6 +1,7 @@
 """`arledger keys`: who may write the ledger — the ledger keys and the actor keys they endorsed.
 
     arledger keys list                         ledger keys, enrolled actors, and this machine's key files
+    arledger keys self [--actor ACTOR]         this machine's ACTOR PUBLIC_KEY (default: its runner), to trust
     arledger keys trust ACTOR PUBLIC_KEY       enrol another host's writer (run where the ledger key is)
 """
 
@@ -50,6 +51,29 @@ def keys_list(ledger_url: str | None) -> None:
         sig = root.signing_started
         click.echo("events are signed" + (f" since {dt.datetime.fromtimestamp(sig.at, dt.UTC):%Y-%m-%d}" if sig else
                                           ": no (a ledger from before signing; `arledger audit upgrade`)"))
+
+
+@keys_group.command("self")
+@click.option("--actor", default=None, metavar="ACTOR",
+              help="The writer (default: this host's runner, runner:HOSTNAME).")
+@LEDGER
+def keys_self(actor: str | None, ledger_url: str | None) -> None:
+    """Print `ACTOR PUBLIC_KEY` of this machine's key for ACTOR (made now, mode 0600, if there is
+    none): the two arguments of `arledger keys trust`, to run where the ledger key is."""
+    import socket
+
+    from ledger.identity import key_path_for
+    from ledger.keys import generate_key, load_key, public_hex
+
+    actor = actor or f"runner:{socket.gethostname()}"
+    with open_ledger(ledger_url) as led:
+        path = key_path_for(led, actor)
+    if path.exists():
+        key = load_key(path)
+    else:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = generate_key(path)
+    click.echo(f"{actor} {public_hex(key)}")
 
 
 @keys_group.command("trust")

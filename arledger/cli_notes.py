@@ -11,17 +11,15 @@ addresses or every specialist); the next lineage views of those specialists show
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 
 import click
 
-from arledger.options import CAMPAIGN, JSON, LEDGER, open_ledger
+from arledger.options import CAMPAIGN, JSON, LEDGER, actor_name, campaign_name, open_ledger
 from ledger import events as ev
 from ledger.aggregates import Campaign, CommandRefused
 from ledger.app import ConflictError, Ledger
-from ledger.store import LedgerError
 
 ATTEMPTS = 20  # a running campaign writes to the same aggregate: reload and retry on a conflict
 
@@ -29,23 +27,6 @@ ATTEMPTS = 20  # a running campaign writes to the same aggregate: reload and ret
 def register(cli: click.Group) -> None:
     cli.add_command(note_cmd)
     cli.add_command(notes_cmd)
-
-
-def _campaign_name(led: Ledger, name: str | None) -> str:
-    opened = [r.event for r in led.events(types=(ev.CampaignOpened,))]
-    names = [e.name for e in opened if isinstance(e, ev.CampaignOpened)]
-    if not names:
-        raise LedgerError("the ledger has no campaign yet; start one with `arledger run`")
-    if name is None:
-        return names[-1]
-    if name not in names:
-        raise LedgerError(f"no campaign {name!r} in this ledger (campaigns: {', '.join(names)})")
-    return name
-
-
-def _actor(by: str | None) -> str:
-    who = (by or "").strip() or getpass.getuser()
-    return who if ":" in who else f"human:{who}"
 
 
 def _write(led: Ledger, name: str, act: object) -> ev.Event:
@@ -81,9 +62,9 @@ def note_cmd(text: str | None, ledger_url: str | None, campaign: str | None, spe
                                    "--close N, not both and not neither")
     if close_number is not None and specialist:
         raise click.ClickException("--specialist is for a new note; --close N closes note N whoever it addresses")
-    actor = _actor(by)
+    actor = actor_name(by)
     with open_ledger(ledger_url) as led:
-        name = _campaign_name(led, campaign)
+        name = campaign_name(led, campaign)
         if close_number is not None:
             _write(led, name, lambda c: c.close_note(actor, number=close_number, reason=reason.strip()))
             click.echo(f"closed note {close_number} of campaign {name}")
@@ -106,7 +87,7 @@ def notes_cmd(ledger_url: str | None, campaign: str | None, show_all: bool, as_j
     from projections import Projector
 
     with open_ledger(ledger_url) as led:
-        name = _campaign_name(led, campaign)
+        name = campaign_name(led, campaign)
         info = Projector.from_ledger(led).trials.campaign(name)
     assert info is not None
     shown = info.notes if show_all else info.open_notes()

@@ -4,7 +4,7 @@
     arledger tasks show NAME                    one task's spec: surfaces, knobs, budgets, gates, hashes
     arledger tasks new DIR --from train.py      scaffold a task from a training script
     arledger tasks check PATH [--dry-run]       validate a task directory; --dry-run runs its baseline once
-    arledger runner [--slots N] [--gpus 0,1] [--gpus-per-trial K] [--lease S] [--once]
+    arledger runner [--slots N] [--gpus 0,1] [--gpus-per-trial K] [--lease S] [--heartbeat S] [--once]
     arledger trial submit --task T --diff FILE --hypothesis TEXT [--campaign NAME] [--parent N]
 """
 
@@ -232,7 +232,13 @@ def _parse_gpus(text: str | None) -> list[int]:
 @click.option("--gpus-per-trial", type=click.IntRange(0, 64), default=0, show_default=True,
               help="GPUs per trial (slots become GPU sets).")
 @click.option("--lease", "lease_s", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
-              help="Lease length in seconds; renewed every lease/3.")
+              help="Lease length in seconds, renewed every lease/3 while a trial runs. Shorter: a dead "
+                   "runner's trials are reaped sooner, but more renewal appends and a paused runner (GC, "
+                   "SIGSTOP, a VM migration, the store restarting) loses its trial sooner. Longer: fewer "
+                   "appends, slower recovery.")
+@click.option("--heartbeat", "heartbeat_s", type=click.FloatRange(0.5, 3600), default=15.0, show_default=True,
+              help="Seconds between this runner's RunnerHeartbeat events (`arledger runners`); it reads as "
+                   "lost after 3 intervals without one. Presence only: the leases fence the trials.")
 @click.option("--once", is_flag=True, help="Run until nothing is queued, then exit.")
 @click.option("--task", "task_names", multiple=True, metavar="NAME|PATH",
               help="Only serve these tasks (default: every task this host can load).")
@@ -246,9 +252,22 @@ def _parse_gpus(text: str | None) -> list[int]:
               help="Run recipes without the bubblewrap sandbox (they get the runner's rights); every such "
                    "trial is recorded so and listed by `audit report`.")
 def runner_cmd(ledger_url: str | None, slots: int, gpus: str | None, gpus_per_trial: int, lease_s: float,
-               once: bool, task_names: tuple[str, ...], runner_id: str | None, data_root: Path | None,
+               heartbeat_s: float, once: bool, task_names: tuple[str, ...], runner_id: str | None, data_root: Path | None,
                work_root: Path | None, keep_workdirs: bool, unsafe_no_sandbox: bool) -> None:
     """Claim queued trials, train them under their budgets, have them scored, label them.
+
+    Tasks: a trial's task is its campaign's, as recorded in the ledger (content hash and bundle). A
+    --task PATH copy or the built-in one serves it when its content is the campaign's (a --task
+    copy that differs is refused, naming both hashes); else the runner fetches the campaign's copy
+    from the ledger into its work root. Data is prepared on this host.
+
+    Leases: a claimed trial's lease (--lease, 30 s) is renewed every lease/3; a runner that stops
+    renewing loses it: another runner's reaper labels the attempt runner_lost and requeues the
+    trial with a new epoch, and the old epoch's appends are refused. A cancelled or requeued trial's
+    runner learns it the same way at its next renewal and kills the run.
+
+    Presence: RunnerStarted, a RunnerHeartbeat every --heartbeat seconds (15) naming its trials,
+    RunnerStopped on exit; `arledger runners` shows it alive, or lost after 3 missed heartbeats.
 
     SIGTERM (or Ctrl-C) drains: no new claims, running trials finish, exit 0. A second one kills
     the running trials; their leases expire and another runner requeues them."""
@@ -274,15 +293,28 @@ def runner_cmd(ledger_url: str | None, slots: int, gpus: str | None, gpus_per_tr
         led.close()
         raise click.ClickException(f"cannot sandbox recipes: {e}. (`--unsafe-no-sandbox` runs them unconfined; "
                                    "every such trial is flagged by `audit report`)") from None
+    from tasks.presence import Presence
+
+    box = r.sandbox
+    presence = Presence(r.ledger, r.runner_id, every_s=heartbeat_s, slots=len(r.slots), gpus=gpu_list,
+                        gpus_per_trial=gpus_per_trial, lease_s=lease_s, tasks=list(task_names),
+                        sandbox=f"{box.kind} {box.version}" if box else "none",
+                        held=r.held, labelled=lambda: r.labelled, log=log)
+    reason = "error"
     try:
+        presence.start()
         if once:
             log(f"runner {r.runner_id}: {len(r.slots)} slot(s); {r.sandbox_note}")
             n = r.run_until_idle(wait_for_others=False)
             log(f"idle: {n} trial(s) labelled")
+            reason = "--once: nothing left to run"
         else:
             r.run_forever(threading.Event(), install_signals=True)
+            reason = ("killed by a second signal: running trials killed, their leases left to expire"
+                      if r.hard_stopped else "drained: no trial left running")
             log(f"runner {r.runner_id} stopped: {r.labelled} trial(s) labelled")
     finally:
+        presence.stop(reason)
         r.close()
 
 

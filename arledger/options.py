@@ -2,6 +2,7 @@
 
 * :data:`LEDGER`, :data:`CAMPAIGN`, :data:`JSON`, :data:`KEY` — the shared options, defined once;
 * :func:`open_ledger` — the one way a command opens an initialised ledger;
+* :func:`campaign_name`, :func:`actor_name` — the campaign a command acts on, and who acts;
 * :class:`Group` — the root group: every error a user can cause (a bad ledger URL, an unreachable
   or corrupt store, a missing artifact or key, a malformed task spec, a failed data fetch, a trial
   whose code cannot be built) ends in one line naming the cause and the fix, exit code 1, no
@@ -10,12 +11,14 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from ledger import events as ev
 from ledger.app import Ledger
 from ledger.artifacts import ArtifactError
 from ledger.store import LedgerError
@@ -81,3 +84,22 @@ class Group(click.Group):
         except OSError as e:  # a file the user named cannot be read or written
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}") from None
+
+
+def campaign_name(led: Ledger, name: str | None) -> str:
+    """The campaign a command acts on: ``name``, checked, or the most recently opened one."""
+    opened = [r.event for r in led.events(types=(ev.CampaignOpened,))]
+    names = [e.name for e in opened if isinstance(e, ev.CampaignOpened)]
+    if not names:
+        raise LedgerError("the ledger has no campaign yet; start one with `arledger run`")
+    if name is None:
+        return names[-1]
+    if name not in names:
+        raise LedgerError(f"no campaign {name!r} in this ledger (campaigns: {', '.join(names)})")
+    return name
+
+
+def actor_name(by: str | None) -> str:
+    """``human:NAME`` of ``--by NAME`` (an ``actor:name`` as given), default the user's login."""
+    who = (by or "").strip() or getpass.getuser()
+    return who if ":" in who else f"human:{who}"

@@ -100,6 +100,9 @@ class Campaign(Aggregate):
         self.retired: dict[str, str] = {}
         self.notes: dict[int, ev.NoteAdded] = {}
         self.closed_notes: dict[int, ev.NoteClosed] = {}
+        # the task in force: its content hash and bundle, as opened or as last resumed with
+        self.task_sha = ""
+        self.task_bundle_sha: str | None = None
 
     @property
     def name(self) -> str:
@@ -111,6 +114,7 @@ class Campaign(Aggregate):
 
     def on_CampaignOpened(self, e: ev.CampaignOpened) -> None:
         self.opened = e
+        self.task_sha, self.task_bundle_sha = e.task_sha, e.task_bundle_sha
 
     def on_TrialRegistered(self, e: ev.TrialRegistered) -> None:
         self.trial_numbers[e.number] = e.trial_id
@@ -129,6 +133,8 @@ class Campaign(Aggregate):
 
     def on_CampaignResumed(self, e: ev.CampaignResumed) -> None:
         self.closed = None
+        if e.task_sha:
+            self.task_sha, self.task_bundle_sha = e.task_sha, e.task_bundle_sha
 
     def on_NoteAdded(self, e: ev.NoteAdded) -> None:
         self.notes[e.number] = e
@@ -141,12 +147,14 @@ class Campaign(Aggregate):
              direction: str, noise_policy: ev.NoisePolicyDecl | None = None, arm: str = "lineage",
              specialists: list[ev.SpecialistDecl] | None = None, budgets: dict[str, float] | None = None,
              config: dict[str, Any] | None = None, harness_version: str = "", seed: int = 0,
-             baseline_sha: str | None = None, baseline_tree: str = "", at: float | None = None) -> Campaign:
+             baseline_sha: str | None = None, baseline_tree: str = "", task_bundle_sha: str | None = None,
+             at: float | None = None) -> Campaign:
         c = cls(ev.campaign_id_for(name))
         c._trigger(ev.CampaignOpened, at=at, name=name, actor=actor, task=task, task_version=task_version,
                    task_sha=task_sha, metric=metric, direction=direction, noise_policy=noise_policy, arm=arm,
                    specialists=list(specialists or []), budgets=dict(budgets or {}), config=dict(config or {}),
-                   harness_version=harness_version, seed=seed, baseline_sha=baseline_sha, baseline_tree=baseline_tree)
+                   harness_version=harness_version, seed=seed, baseline_sha=baseline_sha, baseline_tree=baseline_tree,
+                   task_bundle_sha=task_bundle_sha)
         return c
 
     def register(self, trial_id: uuid.UUID, number: int, specialist: str, kind: str, actor: str, *, at: float | None = None) -> ev.Event:
@@ -202,9 +210,11 @@ class Campaign(Aggregate):
                              best_trial_id=best_trial_id, best_score=best_score)
 
     def resume(self, actor: str, *, harness_version: str, config: dict[str, Any] | None = None,
-               reason: str = "", at: float | None = None) -> ev.Event:
+               reason: str = "", task_sha: str = "", task_bundle_sha: str | None = None,
+               at: float | None = None) -> ev.Event:
         return self._trigger(ev.CampaignResumed, at=at, actor=actor, harness_version=harness_version,
-                             config=dict(config or {}), reason=reason)
+                             config=dict(config or {}), reason=reason, task_sha=task_sha,
+                             task_bundle_sha=task_bundle_sha)
 
 
 class Trial(Aggregate):
@@ -402,9 +412,88 @@ class Trial(Aggregate):
         return self._trigger(ev.TrialRelabelled, at=at, status=status, previous_status=previous, reason=reason,
                              actor=actor)
 
+    def cancel(self, actor: str, *, reason: str, at: float | None = None) -> ev.Event:
+        """An operator stops the trial: its label becomes ``cancelled`` (actor and reason in it). A
+        runner holding its lease finds its next fenced append refused and kills the run."""
+        if not reason.strip():
+            raise CommandRefused("a cancel needs a reason (--reason TEXT)")
+        if self.phase == LABELLED:
+            if self.status == "keep" or (self.verdict is not None and self.verdict.verdict == "keep"):
+                raise CommandRefused(f"trial {self.number} is kept (the campaign's verdict): a keep is never "
+                                     "cancelled; a mistaken one is corrected by a relabel with a reason")
+            raise CommandRefused(f"trial {self.number} is already labelled {self.status}: nothing to cancel "
+                                 f"(`arledger trial requeue {self.number}` runs a failed trial again)")
+        return self._trigger(ev.OutcomeLabelled, at=at, status="cancelled", actor=actor, epoch=self.epoch,
+                             reason=reason.strip())
+
+    def requeue_by_hand(self, actor: str, *, reason: str, at: float | None = None) -> list[ev.Event]:
+        """An operator sends the trial back to the queue; its next claim opens a new epoch. A live
+        attempt is ended first (labelled ``cancelled``, the reaper's pattern: its runner's next
+        fenced append is refused); a failed attempt keeps its label in the log. Refused for a trial
+        never launched, a scored one (its score stands: re-measure it with a rerun) and a quarantined one."""
+        reason = reason.strip()
+        if not reason:
+            raise CommandRefused("a requeue needs a reason (--reason TEXT)")
+        n = self.number
+        if self.quarantined:
+            raise CommandRefused(f"trial {n} is quarantined: it is never run again")
+        if self.launch is None:
+            what = f"labelled {self.status} at preflight" if self.status else "not past its preflight"
+            raise CommandRefused(f"trial {n} was never launched ({what}): its code has to change — submit a "
+                                 "new trial")
+        if self.phase == LABELLED and self.status in ev.VALID_SCORED:
+            raise CommandRefused(f"trial {n} is {self.status}: its score stands; to measure it again submit a "
+                                 f"rerun (`arledger trial submit --parent {n} --diff /dev/null ...`)")
+        out: list[ev.Event] = []
+        previous_runner, previous_epoch = self.runner, self.epoch
+        if self.phase in LEASED:
+            out.append(self._trigger(ev.OutcomeLabelled, at=at, status="cancelled", epoch=previous_epoch, actor=actor,
+                                     reason=f"requeued by {actor} while runner {previous_runner} ran it "
+                                            f"(epoch {previous_epoch}): {reason}"))
+        out.append(self._trigger(ev.LaunchRequeued, at=at, previous_runner=previous_runner,
+                                 previous_epoch=previous_epoch, epoch=previous_epoch,
+                                 reason=f"requeued by {actor}: {reason}", actor=actor))
+        return out
+
     def quarantine(self, reason: str, actor: str, *, at: float | None = None) -> ev.Event:
         return self._trigger(ev.TrialQuarantined, at=at, reason=reason, actor=actor)
 
     def _require(self, phase: str, what: str) -> None:
         if self.phase != phase:
             raise CommandRefused(f"trial {self.number} is {self.phase}; it cannot {what}")
+
+
+class RunnerRecord(Aggregate):
+    """One runner (by its runner id) as the ledger knows it: its starts, heartbeats and stops."""
+
+    def __init__(self, id: uuid.UUID):
+        super().__init__(id)
+        self.started: ev.RunnerStarted | None = None
+        self.last_beat: ev.RunnerHeartbeat | None = None
+        self.stopped: ev.RunnerStopped | None = None
+
+    def on_RunnerStarted(self, e: ev.RunnerStarted) -> None:
+        self.started, self.last_beat, self.stopped = e, None, None
+
+    def on_RunnerHeartbeat(self, e: ev.RunnerHeartbeat) -> None:
+        self.last_beat = e
+
+    def on_RunnerStopped(self, e: ev.RunnerStopped) -> None:
+        self.stopped = e
+
+    def start(self, actor: str, *, runner: str, host: str, pid: int, slots: int, gpus: list[int],
+              gpus_per_trial: int, sandbox: str, version: str, lease_s: float, heartbeat_s: float,
+              tasks: list[str], at: float | None = None) -> ev.Event:
+        return self._trigger(ev.RunnerStarted, at=at, actor=actor, runner=runner, host=host, pid=pid, slots=slots,
+                             gpus=list(gpus), gpus_per_trial=gpus_per_trial, sandbox=sandbox, version=version,
+                             lease_s=lease_s, heartbeat_s=heartbeat_s, tasks=list(tasks))
+
+    def beat(self, actor: str, *, running: list[ev.HeldTrial], labelled: int, at: float | None = None) -> ev.Event:
+        if self.started is None or self.stopped is not None:
+            raise CommandRefused("a runner beats only between its start and its stop")
+        return self._trigger(ev.RunnerHeartbeat, at=at, actor=actor, running=list(running), labelled=labelled)
+
+    def stop(self, actor: str, *, reason: str, labelled: int, at: float | None = None) -> ev.Event:
+        if self.started is None or self.stopped is not None:
+            raise CommandRefused("this runner is not running")
+        return self._trigger(ev.RunnerStopped, at=at, actor=actor, reason=reason, labelled=labelled)

@@ -3,6 +3,10 @@
     proposed -> queued -> claimed -> running -> finished -> evaluated -> labelled
                   ^                                                         |
                   +----------- requeued (a runner lost its lease) ----------+
+                  +----------- requeued by hand (a failed or a live attempt) +
+
+A trial that is not labelled yet may be cancelled from any phase (``Trial.cancel``: the label
+``cancelled``); its runner's next fenced append is refused, which stops the run.
 
 The Trial aggregate, the runners' launch queue and the trial table all fold events through
 :func:`phase_after`, so the three can never disagree about where a trial is.

@@ -52,6 +52,7 @@ class VerifyReport:
     signing_from: int | None = None
     signers: dict[str, SignerTally] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    appended_during: int = 0  # events appended while verify read the log (checked by the next verify)
 
     @property
     def ok(self) -> bool:
@@ -67,4 +68,5 @@ class VerifyReport:
                 "signed_events": self.signed_events, "unsigned_events": self.unsigned_events,
                 "legacy_unsigned_events": self.legacy_unsigned_events, "signing_from": self.signing_from,
                 "signers": {a: {"events": t.events, "key_ids": t.key_ids} for a, t in sorted(self.signers.items())},
-                "problems": [p.__dict__ for p in sorted(self.problems, key=Problem.sort_key)]}
+                "problems": [p.__dict__ for p in sorted(self.problems, key=Problem.sort_key)],
+                "appended_during": self.appended_during}

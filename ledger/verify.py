@@ -87,6 +87,7 @@ def _verify(led: Any, src: Source, rep: VerifyReport, checkpoint: Checkpoint | N
     if any(k in schema for k in (EVENTS, LEAVES, TREE)):
         return
     sigs_missing = schema.get(SIGNATURES)
+    src = _snapshot(src, rep)
     n = src.count()
     lid = _first_leaf(src, n)[:16]
     sigs = src.signature_count() if sigs_missing is None else 0
@@ -178,8 +179,11 @@ def _run(src: Source, parts: list[tuple[int, int | None, int | None, int, bool]]
         src = _NoSignatures(src)  # type: ignore[assignment]
     rowscan.FORK_SOURCE = src
     args = [(s, lo, hi, cnt, lid, deep, last) for s, lo, hi, cnt, last in parts]
+    base: Any = src
+    while hasattr(base, "inner"):
+        base = base.inner
     can_fork = len(parts) > 1 and hasattr(os, "fork") and _only_daemon_threads() and \
-        not isinstance(getattr(src, "inner", src), MemorySource)
+        not isinstance(base, MemorySource)
     try:
         if not can_fork:
             return [scan_range(a) for a in args]
@@ -197,6 +201,86 @@ def _only_daemon_threads() -> bool:
     the workers never use; a program with threads of its own is scanned in this process."""
     main = threading.main_thread()
     return all(t is main or t.daemon for t in threading.enumerate())
+
+
+def _head_size(tree: Any) -> int | None:
+    try:
+        return None if tree is None else int(tree[0])
+    except (TypeError, ValueError):
+        return None
+
+
+def _snapshot(src: Source, rep: VerifyReport) -> Source:
+    """The log as of its tree head when verify began, on a ledger that writers append to meanwhile
+    (runners' heartbeats and leases, a running campaign): every append commits its events, leaves,
+    signature and the tree head in one transaction, so the first ``size`` rows of the head read
+    first are a consistent prefix, and rows past it are later appends (``rep.appended_during``,
+    checked by the next verify). A ledger at rest is read whole, as before: rows, leaves or
+    signatures past a head that does not move are divergences."""
+    tree = src.tree()
+    head = _head_size(tree)
+    if head is None:
+        return src
+    n = src.count()
+    if n < head:
+        return src  # fewer events than the head says: truncated, reported by the whole read
+    if n > head and (_head_size(src.tree()) or 0) <= head:
+        return src  # rows past a head that does not move: reported by the whole read
+    return _Bounded(src, head, tree, rep)
+
+
+class _Bounded:
+    """A source cut at the first ``size`` positions (see ``_snapshot``). What lies past them is
+    read as it is only while the head has not moved (a ledger at rest: the tail checks apply)."""
+
+    def __init__(self, inner: Source, size: int, tree: Any, rep: VerifyReport):
+        self.inner, self.size, self._tree, self._rep = inner, size, tree, rep
+        last = inner.nid_at_offset(size - 1) if size else None
+        self._nid_end = (int(last) + 1) if isinstance(last, int) else None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _grew(self) -> bool:
+        grew = (_head_size(self.inner.tree()) or 0) > self.size
+        if grew:
+            self._rep.appended_during = max(self._rep.appended_during, self.inner.count() - self.size)
+        return grew
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def count(self) -> int:
+        return self.size
+
+    def nid_at_offset(self, k: int) -> int | None:
+        return self.inner.nid_at_offset(k) if k < self.size else None
+
+    def row_batches(self, lo: int | None, hi: int | None) -> Any:
+        if self.size == 0:
+            return iter(())
+        end = self._nid_end if hi is None else (hi if self._nid_end is None else min(hi, self._nid_end))
+        return self.inner.row_batches(lo, end)
+
+    def rows(self, lo: int | None, hi: int | None) -> Any:
+        for batch in self.row_batches(lo, hi):
+            yield from batch
+
+    def leaves(self, lo: int, hi: int | None) -> Any:
+        if hi is None and lo >= self.size:
+            return iter(()) if self._grew() else self.inner.leaves(lo, None)
+        return self.inner.leaves(lo, self.size if hi is None else min(hi, self.size))
+
+    def signatures(self, lo: int, hi: int | None) -> list[Any]:
+        if hi is None and lo >= self.size:
+            return [] if self._grew() else self.inner.signatures(lo, None)
+        return self.inner.signatures(lo, self.size if hi is None else min(hi, self.size))
+
+    def tree(self) -> Any:
+        return self._tree
 
 
 class _NoSignatures:

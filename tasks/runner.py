@@ -31,24 +31,26 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger import events as ev
 from ledger.aggregates import Campaign, CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
 from ledger.identity import signer_for
 from ledger.lifecycle import LEASED, QUEUED
 from ledger.store import LedgerError
-from tasks import bwrap, classify, sandbox
+from tasks import bundle, bwrap, classify, sandbox
 from tasks import workspace as wsp
 from tasks.attempt import Attempt, LeaseLost
 from tasks.data import cache_dir
 from tasks.pipeline import Host, run_attempt
 from tasks.prepare import DataCache
 from tasks.queue import Launch, LaunchQueue
-from tasks.spec import TaskSpec, load_task
+from tasks.spec import TaskSpec, builtin_tasks, load_task
 from tasks.training import Slot
 from tasks.workroot import WorkRoot, default_work_root
 
@@ -104,15 +106,15 @@ class Runner:
         self._log_fn = log
         self.slots = plan_slots(slots, [int(g) for g in gpus], int(gpus_per_trial))
         self.queue = LaunchQueue(self.ledger)
-        self._specs: dict[str, TaskSpec] = {}
-        self._variants: dict[str, list[TaskSpec]] = {}  # name -> every spec served under that name
-        self._unservable: dict[str, str] = {}
+        self._variants: dict[str, list[TaskSpec]] = {}  # name -> every --task copy served under that name
+        self._builtins: dict[str, TaskSpec | None] = {}
+        self._campaign_specs: dict[uuid.UUID, TaskSpec | None] = {}  # campaign -> the copy it runs (None: refused)
+        self._refused_trials: set[uuid.UUID] = set()
         self._tasks_filter: set[str] | None = None
         if tasks is not None:
             self._tasks_filter = set()
             for t in tasks:
                 spec = t if isinstance(t, TaskSpec) else load_task(t)
-                self._specs.setdefault(spec.name, spec)
                 self._variants.setdefault(spec.name, []).append(spec)
                 self._tasks_filter.add(spec.name)
         self._wake = threading.Event()
@@ -205,6 +207,21 @@ class Runner:
                 s.attempt.stop.set()
         self._wake.set()
 
+    def held(self) -> list[ev.HeldTrial]:
+        """The trials this runner holds the lease of right now (its heartbeat names them)."""
+        out = []
+        for s in self.slots:
+            a = s.attempt
+            if a is not None and not a.done.is_set():
+                task = a.trial.launch.task if a.trial.launch is not None else ""
+                out.append(ev.HeldTrial(trial_id=a.trial_id, number=a.number, epoch=a.epoch, task=task))
+        return out
+
+    @property
+    def hard_stopped(self) -> bool:
+        """A second signal (or ``kill``) ended it: its running trials were killed, their leases left."""
+        return self._hard.is_set()
+
     def _install_signals(self, stop_event: threading.Event) -> Callable[[], None] | None:
         if threading.current_thread() is not threading.main_thread():
             return None
@@ -285,36 +302,48 @@ class Runner:
 
     # claiming ------------------------------------------------------------------------------
     def _can_serve(self, t: Launch, quiet: bool = False) -> bool:
-        if self._spec_for(t.task, quiet=quiet) is None:
+        """Whether this runner may take ``t`` at all: its task is one it serves (every task, with no
+        --task filter: from a local copy or the ledger's) and a slot has the GPUs it needs."""
+        if t.trial_id in self._refused_trials:
+            return False
+        if self._tasks_filter is not None and t.task not in self._tasks_filter:
             return False
         return not t.gpus or any(len(s.gpus) >= t.gpus for s in self.slots)
 
-    def _spec_for(self, name: str, quiet: bool = False) -> TaskSpec | None:
-        if name in self._specs:
-            return self._specs[name]
-        if self._tasks_filter is not None or name in self._unservable:
-            return None
-        try:
-            spec = load_task(name)
-        except Exception as e:  # noqa: BLE001 — a task this host cannot load is not ours to serve
-            self._unservable[name] = str(e)
-            if not quiet:
-                self._log(f"runner {self.runner_id}: cannot serve task {name!r} ({e}); a task that is not "
-                          "built in needs `--task PATH` (Runner(tasks=[path]))")
-            return None
-        self._specs[name] = spec
-        return spec
+    def _builtin(self, name: str) -> TaskSpec | None:
+        if name not in self._builtins:
+            spec = None
+            if name in builtin_tasks():
+                try:
+                    spec = load_task(name)
+                except Exception as e:  # noqa: BLE001 — e.g. a checkout task with no checkout here
+                    self._log(f"runner {self.runner_id}: built-in task {name!r} cannot be loaded here ({e})")
+            self._builtins[name] = spec
+        return self._builtins[name]
 
     def _spec_of_campaign(self, trial: Trial) -> TaskSpec | None:
-        """The spec to run a trial with: among several versions served under its task's name, the
-        one whose content the campaign recorded."""
+        """The copy of the trial's task to run it with (``tasks.bundle.resolve``, once per campaign):
+        a --task copy or the built-in one whose content is the campaign's, else the campaign's own
+        copy from the ledger. None when refused (said once in the log)."""
         assert trial.launch is not None and trial.proposed is not None
-        spec = self._spec_for(trial.launch.task)
-        variants = self._variants.get(trial.launch.task, [])
-        if len(variants) > 1:
-            opened = self.ledger.load(Campaign, trial.proposed.campaign_id).opened
-            if opened is not None:
-                spec = next((v for v in variants if v.content_sha() == opened.task_sha), spec)
+        cid = trial.proposed.campaign_id
+        if cid in self._campaign_specs:
+            return self._campaign_specs[cid]
+        spec: TaskSpec | None = None
+        try:
+            camp = self.ledger.load(Campaign, cid)
+            if camp.opened is None:
+                raise bundle.TaskRefused(f"trial {trial.number}'s campaign was never opened")
+            spec = bundle.resolve(self.ledger, camp, local=self._variants.get(trial.launch.task, []),
+                                  builtin=None if self._tasks_filter is not None else
+                                  self._builtin(trial.launch.task),
+                                  root=bundle.cache_root(self.workroot.path), log=self._log)
+        except bundle.TaskRefused as e:
+            self._log(f"runner {self.runner_id}: refusing campaign trials: {e}")
+        except Exception as e:  # noqa: BLE001 — the store hiccuped: try again at the next claim
+            self._log(f"runner {self.runner_id}: cannot resolve the task of trial {trial.number}: {e}")
+            return None
+        self._campaign_specs[cid] = spec
         return spec
 
     def _threads(self, spec: TaskSpec) -> int:
@@ -335,6 +364,9 @@ class Runner:
             try:
                 agg = self.ledger.load(Trial, t.trial_id)
                 if agg.phase != QUEUED or agg.quarantined:
+                    continue
+                if self._spec_of_campaign(agg) is None:  # not a copy of the task this runner will run
+                    self._refused_trials.add(t.trial_id)
                     continue
                 agg.claim(self.runner_id, self.lease_s, time.time())
                 self.ledger.save(agg)

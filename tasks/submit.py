@@ -27,7 +27,7 @@ from ledger.aggregates import Campaign, Trial
 from ledger.app import ConflictError, Ledger
 from ledger.app import __version__ as ARLEDGER_VERSION
 from ledger.store import LedgerError
-from tasks import preflight
+from tasks import bundle, preflight
 from tasks import workspace as wsp
 from tasks.spec import TaskSpec
 
@@ -73,7 +73,8 @@ def open_campaign(ledger: Ledger, spec: TaskSpec, campaign: str, *, actor: str, 
         metric=spec.metric, direction=spec.direction, noise_policy=policy or noise_policy(spec), arm=arm,
         specialists=[ev.SpecialistDecl(name=s.name, surface=s.surface, preamble=s.preamble) for s in spec.specialists],
         budgets={"preflight_s": b.preflight_s, "train_s": b.train_s, "eval_s": b.eval_s}, config=cfg,
-        harness_version=ARLEDGER_VERSION, seed=seed, baseline_sha=base_sha, baseline_tree=wsp.tree_sha(base))
+        harness_version=ARLEDGER_VERSION, seed=seed, baseline_sha=base_sha, baseline_tree=wsp.tree_sha(base),
+        task_bundle_sha=bundle.record(ledger, spec))
     try:
         ledger.save(camp)
     except ConflictError:

@@ -67,7 +67,8 @@ def test_the_catalogue_artifact_fields():
     found = {c.__name__: [n for n in c.__struct_fields__ if "Artifact" in str(c.__annotations__.get(n, ""))]
              for c in ev.EVENT_TYPES}
     assert {k: v for k, v in found.items() if v} == {
-        "CampaignOpened": ["baseline_sha"], "TrialProposed": ["diff_sha", "prompt_sha", "transcript_sha"],
+        "CampaignOpened": ["baseline_sha", "task_bundle_sha"], "CampaignResumed": ["task_bundle_sha"],
+        "TrialProposed": ["diff_sha", "prompt_sha", "transcript_sha"],
         "TrialFinished": ["artifact_sha", "log_sha"], "TrialEvaluated": ["log_sha"]}
 
 
