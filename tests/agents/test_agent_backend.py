@@ -33,14 +33,17 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def _agent_processes() -> list[int]:
+def _agent_processes(marker: str) -> list[int]:
+    """The stand-in agents still alive that this test started: their environment carries its probe
+    (other tests, here or in another checkout, run stand-ins of their own)."""
     out = []
     for pid in (int(n) for n in os.listdir("/proc") if n.isdigit()):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if b"standin_agent.py" in cmd:
+        if b"standin_agent.py" in cmd and marker.encode() in environ:
             out.append(pid)
     return out
 
@@ -129,7 +132,7 @@ def test_a_campaign_of_a_coding_agent_that_behaves_then_misbehaves(world: dict[s
         led.close()
     assert {p: _sha(p) for p in before} == before
     assert not (world["victim"].parent / "outside.txt").exists()
-    assert _agent_processes() == []  # the slow and the chatty one are gone
+    assert _agent_processes(f"STANDIN_PROBE={probe}") == []  # the slow and the chatty one are gone
     assert _leftover_scratch() <= scratch_before  # scratch copies removed
 
     shown = CliRunner().invoke(cli, ["show", "5", "--ledger", url], catch_exceptions=False).output
