@@ -122,6 +122,8 @@ class CampaignLoop:
                                                agent_bind=cfg.agent_bind, agent_network=cfg.agent_network,
                                                forbidden=[ledger.home, self.spec.root])
         self.on_event = on_event or (lambda msg: None)
+        # PostgreSQL: an outage is waited out (ledger.reconnect); the live display says so
+        self.led.on_outage(lambda msg: self.on_event(msg))
         self.name = cfg.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.resume = resume
         self.proj = Projector()

@@ -85,6 +85,10 @@ def is_connection_error(e: BaseException) -> bool:
     return False
 
 
+class StoreUnreachable(LedgerError):
+    """The store stayed unreachable past the reconnect deadline."""
+
+
 class Reconnect:
     """One ledger's retry policy and outage state, shared by its threads."""
 
@@ -103,6 +107,12 @@ class Reconnect:
     def down(self) -> bool:
         return self._down_since is not None
 
+    def settling(self, window_s: float) -> bool:
+        """True within ``window_s`` of the end of an outage (or during one): a runner's reaper
+        leaves the leases that expired while nobody could renew them to their holders for that
+        long, so a restart of the server does not requeue every running trial."""
+        return self.down or (self.reconnected_at > 0 and time.time() < self.reconnected_at + window_s)
+
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()``, repeated with backoff while it fails on a connection error, up to the deadline."""
         started: float | None = None
@@ -119,7 +129,7 @@ class Reconnect:
                     self._went_down(e)
                 self._purge()
                 if now - started >= self.deadline_s:
-                    raise LedgerError(
+                    raise StoreUnreachable(
                         f"{self.describe} has been unreachable for {now - started:.0f} s ({_first_line(e)}); "
                         f"start the server or fix the network, and raise {ENV} (now {self.deadline_s:g} s) to wait "
                         "longer") from None
@@ -137,7 +147,7 @@ class Reconnect:
         self._went_down(e)
         self._purge()
         if now - started >= self.deadline_s:
-            raise LedgerError(
+            raise StoreUnreachable(
                 f"{self.describe} has been unreachable for {now - started:.0f} s ({_first_line(e)}); start the "
                 f"server or fix the network, and raise {ENV} (now {self.deadline_s:g} s) to wait longer") from None
         time.sleep(min(delay, max(0.05, self.deadline_s - (now - started))))

@@ -22,6 +22,7 @@ from typing import Any
 from ledger import events as ev
 from ledger.aggregates import CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
+from ledger.reconnect import StoreUnreachable
 
 MAX_METRIC_POINTS = 20_000
 """Metric points recorded per trial at most (the rest are dropped; the log keeps them)."""
@@ -52,6 +53,7 @@ class Attempt:
         self._metric_count = 0
         self._mlock = threading.Lock()
         self.metric_prefix = ""  # "seed3/" while one of several seeds runs
+        self.renewals = 0  # leases renewed (benchmarks: heartbeats were on)
 
     # appending ------------------------------------------------------------------------------
     def append(self, command: Callable[[Trial], Any], *, attempts: int = 8, final: bool = False) -> None:
@@ -75,6 +77,8 @@ class Attempt:
                     return
                 except ConflictError:
                     pass
+                except StoreUnreachable:
+                    raise  # waited out the reconnect deadline already
                 except Exception as e:  # the store hiccuped (locked, connection): retry from a reload
                     if i == attempts - 1:
                         raise
@@ -160,6 +164,7 @@ class Attempt:
                 try:
                     self.append(lambda a, t=t: None if self.done.is_set() else a.renew(rid, ep, self.lease_s, t))
                     self.lease_expires = t + self.lease_s
+                    self.renewals += 1
                     next_renew = time.monotonic() + heartbeat_s
                 except LeaseLost:
                     return

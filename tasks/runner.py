@@ -59,6 +59,8 @@ class _SlotState:
     gpus: tuple[int, ...]
     attempt: Attempt | None = None
     thread: threading.Thread | None = None
+    free_since: float = 0.0  # wall time the slot last became free (benchmarks: idle slot time)
+    claim_op_s: float = 0.0  # how long its latest won claim took (load, claim, compare-and-set save)
 
     @property
     def cuda_visible_devices(self) -> str:
@@ -87,12 +89,13 @@ class Runner:
                  work_root: Path | str | None = None, tasks: Iterable[TaskSpec | str | Path] | None = None,
                  ledger: Ledger | None = None, log: Callable[[str], None] | None = None, grace_s: float = 3.0,
                  keep_workdirs: bool = False, reap_margin_s: float = 0.5, metrics_every_s: float = 2.0,
-                 isolate: bool = True):
+                 isolate: bool = True, noop_s: float | None = None):
         base = ledger if ledger is not None else _open_ledger(ledger_url)
         # every event it writes is signed as this host's runner (one identity per host: a restarted
         # runner needs no new enrolment)
         self.ledger = base.with_signer(signer_for(base, f"runner:{socket.gethostname()}"))
         self._own_ledger = ledger is None
+        self.ledger.on_outage(lambda msg: self._log(f"runner: {msg}"))  # PostgreSQL: say when it is away
         self.runner_id = runner_id or f"{socket.gethostname()}-{os.getpid()}"
         self.lease_s = float(lease_s)
         self.heartbeat_s = float(heartbeat_s) if heartbeat_s else self.lease_s / 3
@@ -101,8 +104,13 @@ class Runner:
         self.keep_workdirs = keep_workdirs
         self.reap_margin_s = reap_margin_s
         self.metrics_every_s = metrics_every_s
+        # noop_s (tools/bench_fleet.py): a claimed trial is not run; it holds its lease (heartbeats on)
+        # for noop_s seconds and is labelled — the ledger traffic of a trial without its work
+        self.noop_s = noop_s
         self._log_fn = log
         self.slots = plan_slots(slots, [int(g) for g in gpus], int(gpus_per_trial))
+        for s in self.slots:
+            s.free_since = time.time()
         self.queue = LaunchQueue(self.ledger)
         self._specs: dict[str, TaskSpec] = {}
         self._variants: dict[str, list[TaskSpec]] = {}  # name -> every spec served under that name
@@ -122,6 +130,7 @@ class Runner:
         self._accel: dict[int, str] = {}
         self.labelled = 0
         self.claimed = 0
+        self.races_lost = 0  # claims another runner won first (compare-and-set conflicts)
         self.history: list[dict[str, Any]] = []  # per attempt: claim/label times (benchmarks, tests)
         self.workroot = WorkRoot(Path(work_root) if work_root else default_work_root(), self._log)
         # the sandbox every command of a trial runs in; bwrap.SandboxUnavailable: refuse to start
@@ -245,6 +254,7 @@ class Runner:
                 if s.thread is not None and not s.thread.is_alive():
                     s.thread.join()
                     s.thread, s.attempt = None, None
+                    s.free_since = time.time()
 
     def _tick(self) -> None:
         self._collect()
@@ -267,6 +277,9 @@ class Runner:
     # reaping -------------------------------------------------------------------------------
     def _reap(self) -> None:
         now = time.time()
+        rc = self.ledger.reconnect
+        if rc is not None and rc.settling(self.lease_s + self.reap_margin_s):
+            return  # the store was away: the holders renew first (fencing settles any race)
         for t in self.queue.leased():
             if t.lease_expires + self.reap_margin_s >= now:
                 continue
@@ -333,12 +346,15 @@ class Runner:
             if slot is None:
                 continue
             try:
+                t0 = time.perf_counter()
                 agg = self.ledger.load(Trial, t.trial_id)
                 if agg.phase != QUEUED or agg.quarantined:
                     continue
                 agg.claim(self.runner_id, self.lease_s, time.time())
                 self.ledger.save(agg)
+                slot.claim_op_s = time.perf_counter() - t0
             except (ConflictError, CommandRefused):
+                self.races_lost += 1
                 continue  # another runner won
             except Exception as e:  # noqa: BLE001
                 self._log(f"runner {self.runner_id}: claim failed: {e}")
@@ -358,6 +374,9 @@ class Runner:
         hb = att.start_heartbeat(self.heartbeat_s, self.metrics_every_s, self._hard)
         tdir: Path | None = None
         try:
+            if self.noop_s is not None:
+                self._noop(att)
+                return
             spec = self._spec_of_campaign(att.trial)
             if spec is None:
                 att.label("crash", reason=f"runner error: task {att.trial.launch.task!r} cannot be loaded here")
@@ -387,6 +406,15 @@ class Runner:
                     wsp.remove_tree(tdir)
             self._wake.set()
 
+    def _noop(self, att: Attempt) -> None:
+        """A claimed trial that is not run: started, its lease held (renewed by the heartbeat) for
+        ``noop_s``, labelled ``cancelled`` with the reason — every step of the ledger's part."""
+        rid, ep = self.runner_id, att.epoch
+        att.append(lambda t: t.start(rid, ep, host=socket.gethostname(), accelerator="none", slot=0))
+        if att.stop.wait(self.noop_s or 0.0) or att.lost.is_set():
+            raise LeaseLost("stopped while holding")
+        att.label("cancelled", reason="no-op launch (runner noop mode: a benchmark of the ledger's part)")
+
     def _record(self, att: Attempt, state: _SlotState) -> None:
         label = att.trial.label
         if label is None or att.lost.is_set() or label.epoch != att.epoch:
@@ -394,7 +422,8 @@ class Runner:
         self.labelled += 1
         self.history.append({"trial_id": str(att.trial_id), "number": att.number, "status": label.status,
                              "score": label.score, "claimed_at": att.claimed_at, "labelled_at": label.at,
-                             "slot": state.index})
+                             "slot": state.index, "free_since": state.free_since, "claim_op_s": state.claim_op_s,
+                             "renewals": att.renewals})
         self._log(f"trial {att.number}: {label.status}" + (f" score {label.score:.6g}" if label.score is not None
                                                            else "")
                   + (f" — {label.reason}" if label.reason and label.status != "scored" else ""))
