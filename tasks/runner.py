@@ -59,8 +59,18 @@ class _SlotState:
     gpus: tuple[int, ...]
     attempt: Attempt | None = None
     thread: threading.Thread | None = None
-    free_since: float = 0.0  # wall time the slot last became free (benchmarks: idle slot time)
+    free_since: float = 0.0  # wall time the slot last became free
     claim_op_s: float = 0.0  # how long its latest won claim took (load, claim, compare-and-set save)
+    # the trial claimed for this slot while its current one was being labelled (its lease renewed from
+    # the claim on): it starts the moment the slot is free, so a slot does not sit idle for the
+    # label's append, a queue read and a claim between two trials
+    next: Attempt | None = None
+    next_hb: threading.Thread | None = None
+
+    def wants_work(self) -> bool:
+        if self.thread is None:
+            return True
+        return self.next is None and self.attempt is not None and self.attempt.finishing.is_set()
 
     @property
     def cuda_visible_devices(self) -> str:
@@ -209,9 +219,10 @@ class Runner:
         self._hard.set()
         self._drain.set()
         for s in self.slots:
-            if s.attempt is not None:
-                s.attempt.lost.set()
-                s.attempt.stop.set()
+            for a in (s.attempt, s.next):
+                if a is not None:
+                    a.lost.set()
+                    a.stop.set()
         self._wake.set()
 
     def _install_signals(self, stop_event: threading.Event) -> Callable[[], None] | None:
@@ -239,14 +250,17 @@ class Runner:
         return restore
 
     def _busy(self) -> bool:
-        return any(s.thread is not None for s in self.slots)
+        return any(s.thread is not None or s.next is not None for s in self.slots)
 
     def _join_all(self) -> None:
-        for s in self.slots:
-            t = s.thread
-            if t is not None:
-                t.join()
-        self._collect()
+        while True:
+            for s in self.slots:
+                t = s.thread
+                if t is not None:
+                    t.join()
+            self._collect()
+            if not self._busy():
+                return
 
     def _collect(self) -> None:
         with self._slock:
@@ -255,6 +269,12 @@ class Runner:
                     s.thread.join()
                     s.thread, s.attempt = None, None
                     s.free_since = time.time()
+                    if s.next is not None:  # claimed while the last one was labelling: start it now
+                        att, hb, s.next, s.next_hb = s.next, s.next_hb, None, None
+                        if self._hard.is_set() or att.lost.is_set():
+                            att.done.set()  # killed: its lease expires, another runner requeues it
+                        else:
+                            self._launch(s, att, hb)
 
     def _tick(self) -> None:
         self._collect()
@@ -271,7 +291,7 @@ class Runner:
         return any(self._can_serve(t) for t in self.queue.queued())
 
     def _others_active(self) -> bool:
-        ours = {s.attempt.trial_id for s in self.slots if s.attempt is not None}
+        ours = {a.trial_id for s in self.slots for a in (s.attempt, s.next) if a is not None}
         return any(t.trial_id not in ours and self._can_serve(t, quiet=True) for t in self.queue.leased())
 
     # reaping -------------------------------------------------------------------------------
@@ -336,7 +356,8 @@ class Runner:
         return max(1, min(want, fair) if want else fair)
 
     def _claim(self) -> None:
-        free = [s for s in self.slots if s.thread is None]
+        with self._slock:
+            free = [s for s in self.slots if s.wants_work()]
         for t in self.queue.queued():
             if not free:
                 return
@@ -361,17 +382,32 @@ class Runner:
                 continue
             self.claimed += 1
             att = Attempt(self.ledger, self.runner_id, agg, lease_s=self.lease_s, log=self._log)
-            slot.attempt = att
-            slot.thread = threading.Thread(target=self._worker, args=(att, slot), daemon=True,
-                                           name=f"trial-{agg.number}")
+            att.on_finishing = self._wake.set  # labelling: time to claim this slot's next trial
             free.remove(slot)
             self._log(f"claimed trial {agg.number} ({t.task}) epoch {agg.epoch} on slot {slot.index}"
                       + (f" gpus {slot.cuda_visible_devices}" if slot.gpus else ""))
-            slot.thread.start()
+            with self._slock:
+                current = slot.attempt
+                wanted = slot.free_since if slot.thread is None or current is None else current.finishing_at
+                att.claim_wait_s = max(0.0, att.claimed_at - wanted)
+                att.claim_op_s = slot.claim_op_s
+                if slot.thread is None:
+                    self._launch(slot, att, None)
+                else:  # its trial is labelling: this one holds its lease until the slot is free
+                    slot.next = att
+                    slot.next_hb = att.start_heartbeat(self.heartbeat_s, self.metrics_every_s, self._hard)
+            self._wake.set()
+
+    def _launch(self, slot: _SlotState, att: Attempt, hb: threading.Thread | None) -> None:
+        slot.attempt = att
+        slot.thread = threading.Thread(target=self._worker, args=(att, slot, hb), daemon=True,
+                                       name=f"trial-{att.number}")
+        slot.thread.start()
 
     # one trial -----------------------------------------------------------------------------
-    def _worker(self, att: Attempt, state: _SlotState) -> None:
-        hb = att.start_heartbeat(self.heartbeat_s, self.metrics_every_s, self._hard)
+    def _worker(self, att: Attempt, state: _SlotState, hb: threading.Thread | None = None) -> None:
+        hb = hb or att.start_heartbeat(self.heartbeat_s, self.metrics_every_s, self._hard)
+        att.started_at = time.time()
         tdir: Path | None = None
         try:
             if self.noop_s is not None:
@@ -408,10 +444,16 @@ class Runner:
 
     def _noop(self, att: Attempt) -> None:
         """A claimed trial that is not run: started, its lease held (renewed by the heartbeat) for
-        ``noop_s``, labelled ``cancelled`` with the reason — every step of the ledger's part."""
+        ``noop_s``, finished, labelled ``cancelled`` with the reason — every step of the ledger's part."""
         rid, ep = self.runner_id, att.epoch
+        hold = self.noop_s or 0.0
         att.append(lambda t: t.start(rid, ep, host=socket.gethostname(), accelerator="none", slot=0))
-        if att.stop.wait(self.noop_s or 0.0) or att.lost.is_set():
+        # "training" for 90% of the hold, "evaluation" for the rest, as a trial's steps go
+        if att.stop.wait(0.9 * hold) or att.lost.is_set():
+            raise LeaseLost("stopped while holding")
+        att.append(lambda t: t.finish(rid, ep, exit_status=0, wall_s=0.9 * hold))
+        att.begin_finishing()
+        if att.stop.wait(0.1 * hold) or att.lost.is_set():
             raise LeaseLost("stopped while holding")
         att.label("cancelled", reason="no-op launch (runner noop mode: a benchmark of the ledger's part)")
 
@@ -422,8 +464,8 @@ class Runner:
         self.labelled += 1
         self.history.append({"trial_id": str(att.trial_id), "number": att.number, "status": label.status,
                              "score": label.score, "claimed_at": att.claimed_at, "labelled_at": label.at,
-                             "slot": state.index, "free_since": state.free_since, "claim_op_s": state.claim_op_s,
-                             "renewals": att.renewals})
+                             "started_at": att.started_at, "slot": state.index, "claim_op_s": att.claim_op_s,
+                             "claim_wait_s": att.claim_wait_s, "renewals": att.renewals})
         self._log(f"trial {att.number}: {label.status}" + (f" score {label.score:.6g}" if label.score is not None
                                                            else "")
                   + (f" — {label.reason}" if label.reason and label.status != "scored" else ""))

@@ -11,11 +11,11 @@ runners start; the runners start together once every one of them is ready. Repor
 
 * ``claims_per_s``: claims won per second from the first claim to the last, beside the ideal
   (runners / hold);
-* ``p95_claim_ms`` (and p50, max): from the moment a slot was free to its claim won — the queue read,
-  the races lost to other runners, the compare-and-set append; ``p95_claim_op_ms``: the winning
-  load-claim-save alone;
+* ``p95_claim_ms`` (and p50, max): from the moment a slot wanted work (it was free, or its trial
+  began labelling) to its claim won — the queue read, the races lost to other runners, the
+  compare-and-set append; ``p95_claim_op_ms``: the winning load-claim-save alone;
 * ``idle_fraction``: the share of slot time, from the start until the last claim (work was queued
-  all along), that slots spent without a trial;
+  all along), that slots spent running no trial (a trial runs from its slot starting it to its label);
 * the same for one runner over a few trials (``baseline``), and the machine's load average and CPU
   count (many runner processes on few cores are CPU-bound: read the ratios with that in mind).
 """
@@ -76,7 +76,7 @@ def _worker(args: argparse.Namespace) -> None:
     Path(args.out + ".ready").write_text("ready")
     while not os.path.exists(args.go):
         time.sleep(0.005)
-    for s in r.slots:
+    for s in r.slots:  # the slots want work from the start signal on
         s.free_since = time.time()
     r.run_until_idle()
     Path(args.out).write_text(json.dumps({"history": r.history, "races_lost": r.races_lost, "claimed": r.claimed,
@@ -114,13 +114,18 @@ def _run(url: str, runners: int, trials: int, hold: float, lease: float, heartbe
     if len(hist) != trials:
         raise SystemExit(f"bench_fleet: {len(hist)} trials labelled of {trials}")
     first = min(h["claimed_at"] for h in hist)
-    last = max(h["claimed_at"] for h in hist)
+    last = max(h["claimed_at"] for h in hist)  # work was queued until the last claim
     window = max(last - t0, 1e-9)
     busy = 0.0
-    for h in hist:  # each runner has one slot: its busy time is the union of its attempts
-        a, b = max(h["claimed_at"], t0), min(h["labelled_at"], last)
-        busy += max(0.0, b - a)
-    waits = sorted(1000 * (h["claimed_at"] - max(h["free_since"], t0)) for h in hist)
+    by_slot: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for k, g in enumerate(got):
+        for h in g["history"]:
+            by_slot.setdefault((k, h["slot"]), []).append((h["started_at"], h["labelled_at"]))
+    for spans in by_slot.values():  # a slot is busy from a trial's start to its label
+        for a, b in spans:
+            a, b = max(a, t0), min(b, last)
+            busy += max(0.0, b - a)
+    waits = sorted(1000 * h["claim_wait_s"] for h in hist)
     ops = sorted(1000 * h["claim_op_s"] for h in hist)
 
     def pct(xs: list[float], q: float) -> float:

@@ -35,6 +35,7 @@ from projections.projector import Projector
 from tasks.queue import LaunchQueue
 from tests.fleet.fleet import ROOT, Fleet
 from tests.pgtools import can_restart_postgres, pg_available, pg_schema, restart_postgres, wait_for_postgres
+from tests.tasks.runner_helpers import live_under
 
 pytestmark = [
     pytest.mark.postgres,
@@ -208,6 +209,8 @@ def test_a_campaign_survives_killed_runners_a_stopped_runner_a_server_restart_an
     fleet.drain()
     for n in survivors:
         assert fleet.procs[n].returncode == 0, f"runner {n} did not drain cleanly\n{fleet.log(n)}"
+    assert all(p.poll() is not None for p in fleet.procs.values())
+    _until(lambda: not live_under(fleet.root), 30, "no process left in the fleet's directories", fleet)
     # everyone who was up when the server went away waited it out and came back
     assert "reconnected" in fleet.log("d1"), fleet.log("d1")
     assert any("reconnected" in fleet.log(n) for n in survivors), fleet.logs()
