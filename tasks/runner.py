@@ -14,6 +14,16 @@ attempt ``runner_lost`` and opens the next epoch). A claimed trial runs in its s
 :class:`~tasks.attempt.Attempt` (lease, heartbeat, fenced appends) through
 :func:`tasks.pipeline.run_attempt` (code, workspace, training, evaluation, label).
 
+**Claiming ahead**: once a slot's trial begins its last step (its evaluation, or its label), the
+runner claims that slot's next trial (leased and heartbeated from the claim on) and starts it the
+moment the slot is free, so the label's append, the queue read and the claim do not leave the slot
+idle between two trials. Its price: a trial waits, leased, for as long as the evaluation before it
+takes (another runner that was idle could have run it meanwhile).
+
+**PostgreSQL outages** (``ledger.reconnect``): while the store is away the loop blocks in the
+ledger's retry (no claims, no reaping), running trials go on and their appends wait; for one lease
+after the store is back, the reaper leaves expired leases to their holders to renew.
+
 **Signals** (daemon): the first SIGTERM/SIGINT drains — stop claiming, finish the running trials,
 exit 0; a second one kills the running trials and exits, leaving their leases to expire (another
 runner's reaper requeues them).
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal as _signal
 import socket
@@ -51,6 +62,9 @@ from tasks.queue import Launch, LaunchQueue
 from tasks.spec import TaskSpec, load_task
 from tasks.training import Slot
 from tasks.workroot import WorkRoot, default_work_root
+
+CLAIM_SPREAD = 8
+"""How many trials at the head of the queue (of the same priority) a runner picks among at random."""
 
 
 @dataclass
@@ -141,6 +155,7 @@ class Runner:
         self.labelled = 0
         self.claimed = 0
         self.races_lost = 0  # claims another runner won first (compare-and-set conflicts)
+        self._rng = random.Random(f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}")
         self.history: list[dict[str, Any]] = []  # per attempt: claim/label times (benchmarks, tests)
         self.workroot = WorkRoot(Path(work_root) if work_root else default_work_root(), self._log)
         # the sandbox every command of a trial runs in; bwrap.SandboxUnavailable: refuse to start
@@ -358,7 +373,9 @@ class Runner:
     def _claim(self) -> None:
         with self._slock:
             free = [s for s in self.slots if s.wants_work()]
-        for t in self.queue.queued():
+        if not free:
+            return
+        for t in self._candidates():
             if not free:
                 return
             if not self._can_serve(t):
@@ -397,6 +414,15 @@ class Runner:
                     slot.next = att
                     slot.next_hb = att.start_heartbeat(self.heartbeat_s, self.metrics_every_s, self._hard)
             self._wake.set()
+
+    def _candidates(self) -> list[Launch]:
+        """The queue in claim order, its head shuffled among trials of the same priority: runners
+        freed at once then try different trials instead of all racing for the first (the loser of a
+        race pays a load and an append); the order moves by at most CLAIM_SPREAD places."""
+        queued = self.queue.queued()
+        head = [t for t in queued[:CLAIM_SPREAD] if queued and t.priority == queued[0].priority]
+        self._rng.shuffle(head)
+        return head + queued[len(head):]
 
     def _launch(self, slot: _SlotState, att: Attempt, hb: threading.Thread | None) -> None:
         slot.attempt = att
