@@ -272,13 +272,14 @@ class Ledger:
                 if not uncertain:
                     return raw.insert_events(stored, signed=batch)
                 landed = self._landed(raw, stored)
-                try:
-                    if landed is False:
-                        raise IntegrityError("another writer appended at this version while the store was away")
-                    return raw.insert_events(stored, signed=batch) if landed is None else landed
-                finally:
-                    rc.recovered()
+                if landed is False:
+                    raise IntegrityError("another writer appended at this version while the store was away")
+                ids = raw.insert_events(stored, signed=batch) if landed is None else landed
+                rc.recovered()
+                return ids
             except IntegrityError:
+                if uncertain:
+                    rc.recovered()
                 raise
             except Exception as e:
                 if not is_connection_error(e):
