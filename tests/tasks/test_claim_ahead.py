@@ -53,15 +53,16 @@ def test_a_runner_killed_with_a_trial_claimed_ahead_loses_both_leases_to_the_rea
     led, _, _ = init_ledger(f"sqlite:{tmp_path}/ledger.db")
     ids = _queue(led, 3)
     doomed = _runner(led, "doomed", tmp_path, hold=3.0)  # claims ahead 0.3 s before its label
-    t = threading.Thread(target=doomed.run_until_idle, daemon=True)
+    t = threading.Thread(target=doomed.run_forever, args=(threading.Event(),), daemon=True)
     t.start()
     t_end = time.time() + 30
     while time.time() < t_end and not (doomed.slots[0].next is not None):
         time.sleep(0.02)
     assert doomed.slots[0].next is not None, "no trial was claimed ahead"
     held = {doomed.slots[0].attempt.trial_id, doomed.slots[0].next.trial_id}
-    doomed.kill()
+    doomed.kill()  # as a second SIGTERM does: the trials stop, nothing more is recorded
     t.join(30)
+    assert not t.is_alive()
     rescuer = _runner(led, "rescuer", tmp_path, hold=0.1)
     rescuer.run_until_idle(wait_for_others=True, timeout_s=60)
     for tid in ids:
