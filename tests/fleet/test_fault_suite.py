@@ -248,6 +248,8 @@ def test_a_campaign_survives_killed_runners_a_stopped_runner_a_server_restart_an
             i = evs.index(q)
             assert isinstance(evs[i - 1], ev.OutcomeLabelled) and evs[i - 1].status == "runner_lost"
             assert evs[i - 1].epoch == q.previous_epoch
+            # and the next attempt runs at the next epoch
+            assert any(isinstance(e, ev.LaunchClaimed) and e.epoch == q.previous_epoch + 1 for e in evs[i + 1:])
             # the stale epoch is refused: nothing of that attempt after its requeue
             stale = [e for e in evs[i + 1:] if isinstance(e, RUNNER_EVENTS) and getattr(e, "epoch", None) ==
                      q.previous_epoch]
