@@ -128,6 +128,8 @@ class CampaignLoop:
         self.spec = team_task(spec, self.specialists)
         self.backend = backend or backend_for(cfg, forbidden=[ledger.home, self.spec.root])
         self.on_event = on_event or (lambda msg: None)
+        # PostgreSQL: an outage is waited out (ledger.reconnect); the live display says so
+        self.led.on_outage(lambda msg: self.on_event(msg))
         self.name = cfg.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.resume = resume
         self.proj = Projector()

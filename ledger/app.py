@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ from ledger.artifacts import ArtifactStore, DirArtifactStore, MemoryArtifactStor
 from ledger.codec import EncodeError, LedgerMapper, decode, encode_event, event_digest
 from ledger.keys import GENESIS_LEDGER_ID, REF_ROW, SignedBatch, Signer, append_message
 from ledger.merkle import Frontier
+from ledger.reconnect import Reconnect, Retrying, is_connection_error
 from ledger.recorders import GenesisMismatch, SealedPOPORecorder, SignatureRequired
 from ledger.refs import where
 from ledger.store import LedgerError, StoreConfig, eventsourcing_env, parse_url
@@ -44,6 +46,7 @@ from ledger.store import LedgerError, StoreConfig, eventsourcing_env, parse_url
 __version__ = "0.1.0"
 
 A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 
 
 class ConflictError(LedgerError):
@@ -82,6 +85,13 @@ class _Shared:
         self.ledger_key_path: Path | None = None
         self.trusted: set[tuple[str, str]] = set()  # (actor, key id) known to be enrolled
         self.default_signer: Signer | None = None
+        self.reconnect: Reconnect | None = None  # PostgreSQL: the outage policy (ledger.reconnect)
+
+
+# the recorder's reads a PostgreSQL ledger repeats across a reconnect (its generators are not: a
+# verify that loses its connection fails and is run again)
+_RETRIED_READS = ("select_events", "select_recorded", "tree_state", "has_signatures", "nid_at", "position_of")
+_RETRIED_ARTIFACTS = ("put", "get_raw", "exists", "get", "get_text", "check", "present")
 
 
 class Ledger:
@@ -89,10 +99,18 @@ class Ledger:
                  shared: _Shared | None = None):
         self.cfg = cfg
         self.app = app
-        self.recorder: Any = app.recorder
-        self.artifacts = artifacts
         self.signer = signer
         self._shared = shared or _Shared()
+        self.recorder: Any = app.recorder
+        self.artifacts: ArtifactStore = artifacts
+        if cfg.kind == "postgres":
+            if self._shared.reconnect is None:
+                pool = app.recorder.datastore.pool
+                self._shared.reconnect = Reconnect(cfg.describe(), on_error=pool.check)
+            rc = self._shared.reconnect
+            self.recorder = Retrying(app.recorder, rc, _RETRIED_READS)
+            if isinstance(artifacts, PostgresArtifactStore):
+                self.artifacts = Retrying(artifacts, rc, _RETRIED_ARTIFACTS)  # type: ignore[assignment]
 
     # opening -----------------------------------------------------------------------------
     @classmethod
@@ -144,11 +162,25 @@ class Ledger:
     def with_signer(self, signer: Signer | None) -> Ledger:
         """A view of the same ledger (same application, artifact store and connections) that
         signs what it appends as ``signer``. Closing either closes both."""
-        return Ledger(self.cfg, self.app, self.artifacts, signer=signer, shared=self._shared)
+        return Ledger(self.cfg, self.app, _unwrapped(self.artifacts), signer=signer, shared=self._shared)
 
     def with_artifacts(self, artifacts: ArtifactStore) -> Ledger:
         """A view that reads and writes artifacts in another store (``audit verify --artifacts``)."""
-        return Ledger(self.cfg, self.app, artifacts, signer=self.signer, shared=self._shared)
+        return Ledger(self.cfg, self.app, _unwrapped(artifacts), signer=self.signer, shared=self._shared)
+
+    @property
+    def reconnect(self) -> Reconnect | None:
+        """The outage policy of a PostgreSQL ledger (None for SQLite and memory ledgers)."""
+        return self._shared.reconnect
+
+    def on_outage(self, notify: Callable[[str], None]) -> None:
+        """Where a PostgreSQL ledger says that its connection was lost and came back (default: stderr)."""
+        if self._shared.reconnect is not None:
+            self._shared.reconnect.notify = notify
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        rc = self._shared.reconnect
+        return fn() if rc is None else rc.call(fn)
 
     def close(self) -> None:
         if self.cfg.kind != "memory":
@@ -203,7 +235,7 @@ class Ledger:
                 batch = SignedBatch(signer.public_key, signer.sign(append_message(lid, bytes(digests), bytes(refs))),
                                     bytes(refs), genesis=lid == GENESIS_LEDGER_ID)
             try:
-                ids = self.recorder.insert_events(stored, signed=batch)
+                ids = self._insert(stored, batch)
             except IntegrityError:
                 first = events[0]
                 raise ConflictError(
@@ -222,6 +254,54 @@ class Ledger:
             return list(ids)
         raise LedgerError(f"could not append to {self.describe()}: it changed under every attempt; try again")
 
+    def _insert(self, stored: list[StoredEvent], batch: SignedBatch | None) -> Sequence[int]:
+        """One append. Across a lost connection (PostgreSQL) it is never repeated blindly: the
+        server may have committed it before the connection dropped, so once the store answers
+        again the append is looked up first (the event at the first aggregate version, compared
+        byte for byte): landed -> its notification ids; another writer's event there ->
+        IntegrityError (a conflict, as usual); absent -> appended again."""
+        rc = self._shared.reconnect
+        raw = getattr(self.recorder, "target", self.recorder)
+        if rc is None:
+            return raw.insert_events(stored, signed=batch)
+        started: float | None = None
+        delay = 0.5
+        uncertain = False
+        while True:
+            try:
+                if not uncertain:
+                    return raw.insert_events(stored, signed=batch)
+                landed = self._landed(raw, stored)
+                if landed is False:
+                    raise IntegrityError("another writer appended at this version while the store was away")
+                ids = raw.insert_events(stored, signed=batch) if landed is None else landed
+                rc.recovered()
+                return ids
+            except IntegrityError:
+                if uncertain:
+                    rc.recovered()
+                raise
+            except Exception as e:
+                if not is_connection_error(e):
+                    raise
+                uncertain = True
+                started = time.monotonic() if started is None else started
+                delay = rc.wait(e, started, delay)
+
+    @staticmethod
+    def _landed(raw: Any, stored: list[StoredEvent]) -> list[int] | bool | None:
+        """Whether an append whose answer was lost is in the store: its notification ids when it
+        is, False when another writer's event holds its first version, None when it is not there
+        (an append is one transaction: its first event stands for all)."""
+        first = stored[0]
+        got = raw.select_events(first.originator_id, gt=first.originator_version - 1,
+                                lte=first.originator_version, limit=1)
+        if not got:
+            return None
+        if got[0].topic != first.topic or bytes(got[0].state) != bytes(first.state):
+            return False
+        return raw.notification_ids([(s.originator_id, s.originator_version) for s in stored])
+
     def _probe_signed(self) -> bool:
         self._shared.signed = bool(self.recorder.has_signatures())
         return self._shared.signed
@@ -230,11 +310,10 @@ class Ledger:
         """The id a signed batch binds to: the ledger id, or GENESIS_LEDGER_ID for the first batch."""
         sh = self._shared
         if sh.lid is None:
-            for _pos, _nid, leaf in self.recorder.iter_leaves(batch=1):
-                sh.lid = bytes(leaf)[:16]
-                break
-            else:
+            first = self._call(lambda: next(iter(self.recorder.iter_leaves(batch=1)), None))
+            if first is None:
                 return GENESIS_LEDGER_ID
+            sh.lid = bytes(first[2])[:16]
         return sh.lid
 
     def _writer(self, events: list[ev.Event]) -> Signer:
@@ -253,13 +332,13 @@ class Ledger:
 
     # reading -----------------------------------------------------------------------------
     def stream(self, originator_id: uuid.UUID) -> list[ev.Event]:
-        return list(self.app.events.get(originator_id))
+        return self._call(lambda: list(self.app.events.get(originator_id)))
 
     def load(self, cls: type[A], originator_id: uuid.UUID) -> A:
         return cls.replay(originator_id, self.stream(originator_id))
 
     def exists(self, originator_id: uuid.UUID) -> bool:
-        return bool(self.app.recorder.select_events(originator_id, limit=1))
+        return bool(self.recorder.select_events(originator_id, limit=1))
 
     def events(self, start: int = 0, types: Iterable[type[ev.Event]] = (), *, until: int | None = None,
                batch: int = 2000) -> Iterator[Recorded]:
@@ -321,6 +400,10 @@ class Ledger:
 
     def mark_trusted(self, signer: Signer) -> None:
         self._shared.trusted.add((signer.actor, signer.key_id))
+
+
+def _unwrapped(artifacts: Any) -> ArtifactStore:
+    return getattr(artifacts, "target", artifacts)
 
 
 def _check_sqlite_file(path: Path) -> None:

@@ -347,9 +347,7 @@ $body$
 
 def _postgres_recorder_class() -> type:
     """Defined lazily so that psycopg is needed only when PostgreSQL is used."""
-    from eventsourcing.persistence import InterfaceError
     from eventsourcing.postgres import PostgresApplicationRecorder
-    from eventsourcing.utils import retry
     from psycopg.rows import tuple_row
     from psycopg.sql import SQL, Identifier
 
@@ -401,7 +399,8 @@ def _postgres_recorder_class() -> type:
             self._q_append = SQL("SELECT nid FROM {0}(%s, %s, %s, %s, %s) AS nid").format(self._append_f)
             self._q_has_sigs = SQL("SELECT EXISTS (SELECT 1 FROM {0})").format(self._sigs_t)
 
-        @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+        # not retried here: an append whose connection dropped may have committed; Ledger.save looks
+        # it up once the store answers again (ledger.reconnect), then appends again only if it is absent
         def insert_events(self, stored_events: Sequence[StoredEvent], *, signed: SignedBatch | None = None,
                           **kwargs: Any) -> Sequence[int] | None:
             if not stored_events:
@@ -422,6 +421,17 @@ def _postgres_recorder_class() -> type:
                     if e.sqlstate == "AR002":
                         raise GenesisMismatch from None
                     raise
+
+        def notification_ids(self, keys: Sequence[tuple[uuid.UUID, int]]) -> list[int]:
+            """The notification ids of stored events, by (originator id, version), in that order."""
+            out = []
+            with self.datastore.transaction(commit=False) as curs:
+                for oid, version in keys:
+                    curs.execute(SQL("SELECT notification_id FROM {0} WHERE originator_id = %s AND "
+                                     "originator_version = %s").format(self._events_t), (oid, version))
+                    row = curs.fetchone()
+                    out.append(row["notification_id"] if row else -1)
+            return out
 
         def has_signatures(self) -> bool:
             with self.datastore.transaction(commit=False) as curs:

@@ -22,6 +22,7 @@ from typing import Any
 from ledger import events as ev
 from ledger.aggregates import CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
+from ledger.reconnect import StoreUnreachable
 
 MAX_METRIC_POINTS = 20_000
 """Metric points recorded per trial at most (the rest are dropped; the log keeps them)."""
@@ -52,6 +53,13 @@ class Attempt:
         self._metric_count = 0
         self._mlock = threading.Lock()
         self.metric_prefix = ""  # "seed3/" while one of several seeds runs
+        self.renewals = 0  # leases renewed (benchmarks: heartbeats were on)
+        self.started_at = 0.0  # when its slot began running it
+        self.claim_op_s = 0.0  # its claim's load-claim-save, and the wait from its slot wanting work to
+        self.claim_wait_s = 0.0  # that claim won (benchmarks)
+        self.finishing = threading.Event()  # its label is being appended: the runner may claim the next
+        self.finishing_at = 0.0
+        self.on_finishing: Callable[[], None] | None = None
 
     # appending ------------------------------------------------------------------------------
     def append(self, command: Callable[[Trial], Any], *, attempts: int = 8, final: bool = False) -> None:
@@ -75,6 +83,8 @@ class Attempt:
                     return
                 except ConflictError:
                     pass
+                except StoreUnreachable:
+                    raise  # waited out the reconnect deadline already
                 except Exception as e:  # the store hiccuped (locked, connection): retry from a reload
                     if i == attempts - 1:
                         raise
@@ -100,9 +110,19 @@ class Attempt:
         self.lost.set()
         self.stop.set()
 
+    def begin_finishing(self) -> None:
+        """Its last step has begun (evaluation, or the label): its runner may claim the slot's next
+        trial now, so that one starts the moment this one is labelled."""
+        if not self.finishing.is_set():
+            self.finishing_at = time.time()
+            self.finishing.set()
+            if self.on_finishing is not None:
+                self.on_finishing()
+
     def label(self, status: str, *, reason: str = "", excerpt: str = "", score: float | None = None) -> None:
         """The attempt's last event: its outcome label (``scored`` or a failure)."""
         rid, ep = self.runner_id, self.epoch
+        self.begin_finishing()
         self.flush_metrics()
         self.append(lambda t: t.label_outcome(status, f"runner:{rid}", runner=rid, epoch=ep, reason=reason[:2000],
                                               excerpt=excerpt[:2000], score=score), final=True)
@@ -160,6 +180,7 @@ class Attempt:
                 try:
                     self.append(lambda a, t=t: None if self.done.is_set() else a.renew(rid, ep, self.lease_s, t))
                     self.lease_expires = t + self.lease_s
+                    self.renewals += 1
                     next_renew = time.monotonic() + heartbeat_s
                 except LeaseLost:
                     return

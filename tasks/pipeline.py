@@ -135,6 +135,7 @@ def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host
                                   peak_rss_bytes=tr.peak_rss_bytes, peak_gpu_bytes=tr.peak_gpu_bytes,
                                   artifact_sha=art_sha, artifact_bytes=art_bytes, code_bytes=cb, log_sha=log_sha,
                                   log_bytes=log_bytes, tree_sha_after=after))
+    att.begin_finishing()  # only the evaluation is left: the runner may claim this slot's next trial
     if tr.failure is not None:
         att.label(tr.failure.label, reason=tr.failure.reason, excerpt=tr.failure.excerpt)
         return

@@ -14,6 +14,16 @@ attempt ``runner_lost`` and opens the next epoch). A claimed trial runs in its s
 :class:`~tasks.attempt.Attempt` (lease, heartbeat, fenced appends) through
 :func:`tasks.pipeline.run_attempt` (code, workspace, training, evaluation, label).
 
+**Claiming ahead**: once a slot's trial begins its last step (its evaluation, or its label), the
+runner claims that slot's next trial (leased and heartbeated from the claim on) and starts it the
+moment the slot is free, so the label's append, the queue read and the claim do not leave the slot
+idle between two trials. Its price: a trial waits, leased, for as long as the evaluation before it
+takes (another runner that was idle could have run it meanwhile).
+
+**PostgreSQL outages** (``ledger.reconnect``): while the store is away the loop blocks in the
+ledger's retry (no claims, no reaping), running trials go on and their appends wait; for one lease
+after the store is back, the reaper leaves expired leases to their holders to renew.
+
 **Signals** (daemon): the first SIGTERM/SIGINT drains — stop claiming, finish the running trials,
 exit 0; a second one kills the running trials and exits, leaving their leases to expire (another
 runner's reaper requeues them).
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal as _signal
 import socket
@@ -54,6 +65,9 @@ from tasks.spec import TaskSpec, builtin_tasks, load_task
 from tasks.training import Slot
 from tasks.workroot import WorkRoot, default_work_root
 
+CLAIM_SPREAD = 8
+"""How many trials at the head of the queue (of the same priority) a runner picks among at random."""
+
 
 @dataclass
 class _SlotState:
@@ -61,6 +75,18 @@ class _SlotState:
     gpus: tuple[int, ...]
     attempt: Attempt | None = None
     thread: threading.Thread | None = None
+    free_since: float = 0.0  # wall time the slot last became free
+    claim_op_s: float = 0.0  # how long its latest won claim took (load, claim, compare-and-set save)
+    # the trial claimed for this slot while its current one was being labelled (its lease renewed from
+    # the claim on): it starts the moment the slot is free, so a slot does not sit idle for the
+    # label's append, a queue read and a claim between two trials
+    next: Attempt | None = None
+    next_hb: threading.Thread | None = None
+
+    def wants_work(self) -> bool:
+        if self.thread is None:
+            return True
+        return self.next is None and self.attempt is not None and self.attempt.finishing.is_set()
 
     @property
     def cuda_visible_devices(self) -> str:
@@ -89,12 +115,13 @@ class Runner:
                  work_root: Path | str | None = None, tasks: Iterable[TaskSpec | str | Path] | None = None,
                  ledger: Ledger | None = None, log: Callable[[str], None] | None = None, grace_s: float = 3.0,
                  keep_workdirs: bool = False, reap_margin_s: float = 0.5, metrics_every_s: float = 2.0,
-                 isolate: bool = True):
+                 isolate: bool = True, noop_s: float | None = None):
         base = ledger if ledger is not None else _open_ledger(ledger_url)
         # every event it writes is signed as this host's runner (one identity per host: a restarted
         # runner needs no new enrolment)
         self.ledger = base.with_signer(signer_for(base, f"runner:{socket.gethostname()}"))
         self._own_ledger = ledger is None
+        self.ledger.on_outage(lambda msg: self._log(f"runner: {msg}"))  # PostgreSQL: say when it is away
         self.runner_id = runner_id or f"{socket.gethostname()}-{os.getpid()}"
         self.lease_s = float(lease_s)
         self.heartbeat_s = float(heartbeat_s) if heartbeat_s else self.lease_s / 3
@@ -103,8 +130,13 @@ class Runner:
         self.keep_workdirs = keep_workdirs
         self.reap_margin_s = reap_margin_s
         self.metrics_every_s = metrics_every_s
+        # noop_s (tools/bench_fleet.py): a claimed trial is not run; it holds its lease (heartbeats on)
+        # for noop_s seconds and is labelled — the ledger traffic of a trial without its work
+        self.noop_s = noop_s
         self._log_fn = log
         self.slots = plan_slots(slots, [int(g) for g in gpus], int(gpus_per_trial))
+        for s in self.slots:
+            s.free_since = time.time()
         self.queue = LaunchQueue(self.ledger)
         self._variants: dict[str, list[TaskSpec]] = {}  # name -> every --task copy served under that name
         self._builtins: dict[str, TaskSpec | None] = {}
@@ -124,6 +156,8 @@ class Runner:
         self._accel: dict[int, str] = {}
         self.labelled = 0
         self.claimed = 0
+        self.races_lost = 0  # claims another runner won first (compare-and-set conflicts)
+        self._rng = random.Random(f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}")
         self.history: list[dict[str, Any]] = []  # per attempt: claim/label times (benchmarks, tests)
         self.workroot = WorkRoot(Path(work_root) if work_root else default_work_root(), self._log)
         # the sandbox every command of a trial runs in; bwrap.SandboxUnavailable: refuse to start
@@ -202,9 +236,10 @@ class Runner:
         self._hard.set()
         self._drain.set()
         for s in self.slots:
-            if s.attempt is not None:
-                s.attempt.lost.set()
-                s.attempt.stop.set()
+            for a in (s.attempt, s.next):
+                if a is not None:
+                    a.lost.set()
+                    a.stop.set()
         self._wake.set()
 
     def held(self) -> list[ev.HeldTrial]:
@@ -247,14 +282,17 @@ class Runner:
         return restore
 
     def _busy(self) -> bool:
-        return any(s.thread is not None for s in self.slots)
+        return any(s.thread is not None or s.next is not None for s in self.slots)
 
     def _join_all(self) -> None:
-        for s in self.slots:
-            t = s.thread
-            if t is not None:
-                t.join()
-        self._collect()
+        while True:
+            for s in self.slots:
+                t = s.thread
+                if t is not None:
+                    t.join()
+            self._collect()
+            if not self._busy():
+                return
 
     def _collect(self) -> None:
         with self._slock:
@@ -262,6 +300,13 @@ class Runner:
                 if s.thread is not None and not s.thread.is_alive():
                     s.thread.join()
                     s.thread, s.attempt = None, None
+                    s.free_since = time.time()
+                    if s.next is not None:  # claimed while the last one was labelling: start it now
+                        att, hb, s.next, s.next_hb = s.next, s.next_hb, None, None
+                        if self._hard.is_set() or att.lost.is_set():
+                            att.done.set()  # killed: its lease expires, another runner requeues it
+                        else:
+                            self._launch(s, att, hb)
 
     def _tick(self) -> None:
         self._collect()
@@ -278,12 +323,15 @@ class Runner:
         return any(self._can_serve(t) for t in self.queue.queued())
 
     def _others_active(self) -> bool:
-        ours = {s.attempt.trial_id for s in self.slots if s.attempt is not None}
+        ours = {a.trial_id for s in self.slots for a in (s.attempt, s.next) if a is not None}
         return any(t.trial_id not in ours and self._can_serve(t, quiet=True) for t in self.queue.leased())
 
     # reaping -------------------------------------------------------------------------------
     def _reap(self) -> None:
         now = time.time()
+        rc = self.ledger.reconnect
+        if rc is not None and rc.settling(self.lease_s + self.reap_margin_s):
+            return  # the store was away: the holders renew first (fencing settles any race)
         for t in self.queue.leased():
             if t.lease_expires + self.reap_margin_s >= now:
                 continue
@@ -352,8 +400,11 @@ class Runner:
         return max(1, min(want, fair) if want else fair)
 
     def _claim(self) -> None:
-        free = [s for s in self.slots if s.thread is None]
-        for t in self.queue.queued():
+        with self._slock:
+            free = [s for s in self.slots if s.wants_work()]
+        if not free:
+            return
+        for t in self._candidates():
             if not free:
                 return
             if not self._can_serve(t):
@@ -362,6 +413,7 @@ class Runner:
             if slot is None:
                 continue
             try:
+                t0 = time.perf_counter()
                 agg = self.ledger.load(Trial, t.trial_id)
                 if agg.phase != QUEUED or agg.quarantined:
                     continue
@@ -370,26 +422,55 @@ class Runner:
                     continue
                 agg.claim(self.runner_id, self.lease_s, time.time())
                 self.ledger.save(agg)
+                slot.claim_op_s = time.perf_counter() - t0
             except (ConflictError, CommandRefused):
+                self.races_lost += 1
                 continue  # another runner won
             except Exception as e:  # noqa: BLE001
                 self._log(f"runner {self.runner_id}: claim failed: {e}")
                 continue
             self.claimed += 1
             att = Attempt(self.ledger, self.runner_id, agg, lease_s=self.lease_s, log=self._log)
-            slot.attempt = att
-            slot.thread = threading.Thread(target=self._worker, args=(att, slot), daemon=True,
-                                           name=f"trial-{agg.number}")
+            att.on_finishing = self._wake.set  # labelling: time to claim this slot's next trial
             free.remove(slot)
             self._log(f"claimed trial {agg.number} ({t.task}) epoch {agg.epoch} on slot {slot.index}"
                       + (f" gpus {slot.cuda_visible_devices}" if slot.gpus else ""))
-            slot.thread.start()
+            with self._slock:
+                current = slot.attempt
+                wanted = slot.free_since if slot.thread is None or current is None else current.finishing_at
+                att.claim_wait_s = max(0.0, att.claimed_at - wanted)
+                att.claim_op_s = slot.claim_op_s
+                if slot.thread is None:
+                    self._launch(slot, att, None)
+                else:  # its trial is labelling: this one holds its lease until the slot is free
+                    slot.next = att
+                    slot.next_hb = att.start_heartbeat(self.heartbeat_s, self.metrics_every_s, self._hard)
+            self._wake.set()
+
+    def _candidates(self) -> list[Launch]:
+        """The queue in claim order, its head shuffled among trials of the same priority: runners
+        freed at once then try different trials instead of all racing for the first (the loser of a
+        race pays a load and an append); the order moves by at most CLAIM_SPREAD places."""
+        queued = self.queue.queued()
+        head = [t for t in queued[:CLAIM_SPREAD] if queued and t.priority == queued[0].priority]
+        self._rng.shuffle(head)
+        return head + queued[len(head):]
+
+    def _launch(self, slot: _SlotState, att: Attempt, hb: threading.Thread | None) -> None:
+        slot.attempt = att
+        slot.thread = threading.Thread(target=self._worker, args=(att, slot, hb), daemon=True,
+                                       name=f"trial-{att.number}")
+        slot.thread.start()
 
     # one trial -----------------------------------------------------------------------------
-    def _worker(self, att: Attempt, state: _SlotState) -> None:
-        hb = att.start_heartbeat(self.heartbeat_s, self.metrics_every_s, self._hard)
+    def _worker(self, att: Attempt, state: _SlotState, hb: threading.Thread | None = None) -> None:
+        hb = hb or att.start_heartbeat(self.heartbeat_s, self.metrics_every_s, self._hard)
+        att.started_at = time.time()
         tdir: Path | None = None
         try:
+            if self.noop_s is not None:
+                self._noop(att)
+                return
             spec = self._spec_of_campaign(att.trial)
             if spec is None:
                 att.label("crash", reason=f"runner error: task {att.trial.launch.task!r} cannot be loaded here")
@@ -419,6 +500,21 @@ class Runner:
                     wsp.remove_tree(tdir)
             self._wake.set()
 
+    def _noop(self, att: Attempt) -> None:
+        """A claimed trial that is not run: started, its lease held (renewed by the heartbeat) for
+        ``noop_s``, finished, labelled ``cancelled`` with the reason — every step of the ledger's part."""
+        rid, ep = self.runner_id, att.epoch
+        hold = self.noop_s or 0.0
+        att.append(lambda t: t.start(rid, ep, host=socket.gethostname(), accelerator="none", slot=0))
+        # "training" for 90% of the hold, "evaluation" for the rest, as a trial's steps go
+        if att.stop.wait(0.9 * hold) or att.lost.is_set():
+            raise LeaseLost("stopped while holding")
+        att.append(lambda t: t.finish(rid, ep, exit_status=0, wall_s=0.9 * hold))
+        att.begin_finishing()
+        if att.stop.wait(0.1 * hold) or att.lost.is_set():
+            raise LeaseLost("stopped while holding")
+        att.label("cancelled", reason="no-op launch (runner noop mode: a benchmark of the ledger's part)")
+
     def _record(self, att: Attempt, state: _SlotState) -> None:
         label = att.trial.label
         if label is None or att.lost.is_set() or label.epoch != att.epoch:
@@ -426,7 +522,8 @@ class Runner:
         self.labelled += 1
         self.history.append({"trial_id": str(att.trial_id), "number": att.number, "status": label.status,
                              "score": label.score, "claimed_at": att.claimed_at, "labelled_at": label.at,
-                             "slot": state.index})
+                             "started_at": att.started_at, "slot": state.index, "claim_op_s": att.claim_op_s,
+                             "claim_wait_s": att.claim_wait_s, "renewals": att.renewals})
         self._log(f"trial {att.number}: {label.status}" + (f" score {label.score:.6g}" if label.score is not None
                                                            else "")
                   + (f" — {label.reason}" if label.reason and label.status != "scored" else ""))

@@ -44,8 +44,11 @@ class WorkRoot:
                 if process_start(int(pid)) == start:
                     continue  # its runner is alive
             except (OSError, ValueError):
-                if time.time() - d.stat().st_mtime < 60:
-                    continue  # being created right now
+                try:
+                    if time.time() - d.stat().st_mtime < 60:
+                        continue  # being created right now
+                except FileNotFoundError:
+                    continue  # its runner removed it a moment ago
             killed = sandbox.kill_leftovers(None, None, roots=[str(d)])
             if killed:
                 self._log(f"killed {len(killed)} process(es) left by a dead runner in {d}")

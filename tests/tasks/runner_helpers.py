@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import textwrap
-import uuid
 from pathlib import Path
 
 from ledger import diffs
@@ -208,34 +206,7 @@ def insert_after(files: dict[str, str], path: str, anchor: str, code: str) -> st
     return edit(files, path, anchor, anchor + code)
 
 
-def pg_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            pass
-    except OSError:
-        return False
-    try:
-        import psycopg
-
-        with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3):
-            return True
-    except Exception:
-        return False
-
-
-@contextlib.contextmanager
-def pg_schema():
-    """A fresh PostgreSQL schema; yields the ledger URL; drops it afterwards."""
-    import psycopg
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", autocommit=True) as c:
-        c.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/test?schema={name}"
-    finally:
-        with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", autocommit=True) as c:
-            c.execute(f"DROP SCHEMA {name} CASCADE")
+from tests.pgtools import pg_available, pg_schema  # noqa: E402,F401  (the runner tests' PostgreSQL helpers)
 
 
 def live_with_token(token_prefix: str) -> list[int]:
