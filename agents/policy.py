@@ -8,8 +8,14 @@ a campaign killed anywhere and resumed decides from the ledger alone.
 
 The rules, in order:
 
-1. no baseline yet -> launch it (trial 0); the baseline failed -> close; it is scored and there is no
-   incumbent -> promote the baseline;
+1. no baseline yet -> launch it (trial 0); the baseline failed -> close; it is scored -> its reruns
+   (``[noise] baseline_reruns`` more seeds), and once they are labelled, with no incumbent yet ->
+   promote the baseline with the mean of its runs;
+   then, whenever the campaign's runs say more about the noise than its last ``NoiseMeasured`` ->
+   measure it (``MeasureNoise``: :func:`ledger.noise.estimate` over the task's declared figure and
+   the groups of runs of one code on several seeds: the baseline and its reruns, each candidate and
+   its confirmation runs), alone in its decision, so that every verdict after it uses the new
+   threshold;
 2. a scored proposal nobody judged: it beats the incumbent by more than the threshold
    (``Objective.beats``) -> ``keep`` at once when the task asks for no confirmation runs, else
    ``candidate`` plus its confirmation runs (other seeds); otherwise -> ``discard``;
@@ -24,16 +30,19 @@ The rules, in order:
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
 from ledger.lifecycle import LABELLED
+from ledger.noise import POOLED, NoiseEstimate, estimate
 from ledger.objective import Objective
 from projections.records import CampaignInfo, TrialRow
 
-POLICY = "noise-aware promotion v2"
-"""The name recorded in every verdict: a keep beats the incumbent by more than max(min_delta,
-k x sd), with the mean of the proposal's run and its confirmation runs."""
+POLICY = "noise-aware promotion v3"
+"""The name recorded in every verdict: a keep beats the incumbent (the mean of its runs) by more than
+max(min_delta, k x sd), with the mean of the proposal's run and its confirmation runs; sd is the
+task's declared noise pooled with the noise measured in the campaign (``ledger.noise``)."""
 
 FAILED_BASELINE = frozenset({"crash", "oom", "diverged", "train_budget_overrun", "eval_budget_overrun",
                              "disqualified", "size_blocked", "illegal_edit", "preflight_crash", "duplicate",
@@ -61,6 +70,10 @@ class CampaignState:
     specialists: list[str]  # active (declared, not retired), in declaration order
     writing: frozenset[str] = frozenset()  # specialists whose proposal is being written
     elapsed_s: float = 0.0  # since this run of the loop started (the deadline counts from here)
+    baseline_reruns: int = 0  # extra seeds of the baseline, run before the first proposal
+    measure_noise: bool = False  # pool the campaign's own runs into the noise (a campaign does)
+    declared_sd: float = 0.0  # the task's declared noise and the reruns it was measured on
+    declared_reruns: tuple[float, ...] = ()
 
 
 # actions ------------------------------------------------------------------------------------------
@@ -79,6 +92,26 @@ class LaunchBaseline(Action):
 @dataclass(frozen=True)
 class PromoteBaseline(Action):
     baseline: TrialRow
+    score: float  # the mean of its runs (the baseline and its scored reruns)
+    runs: list[TrialRow]
+
+
+@dataclass(frozen=True)
+class LaunchRerun(Action):
+    """Another run of ``of``'s code on another seed, to measure the noise."""
+
+    of: TrialRow
+    index: int  # 0-based
+    seed: int
+
+
+@dataclass(frozen=True)
+class MeasureNoise(Action):
+    """Record the noise the campaign's runs now show (``NoiseMeasured``)."""
+
+    estimate: NoiseEstimate
+    values: list[float]  # the scores it rests on (estimate.runs of them): declared reruns, then measured runs
+    trials: list[TrialRow]  # the measured runs
 
 
 @dataclass(frozen=True)
@@ -123,8 +156,40 @@ RETIRE_AFTER = 4
 
 
 def confirmation_seed(row: TrialRow, index: int) -> int:
-    """The seed of a candidate's index-th confirmation run: far from any proposal's seed."""
+    """The seed of a candidate's index-th confirmation run (and of the baseline's index-th rerun): far
+    from any proposal's seed, and the same for every code, so runs of two codes pair by seed."""
     return row.seed + 1000 + index
+
+
+def noise_groups(rows: list[TrialRow]) -> list[list[TrialRow]]:
+    """The scored runs of one code on several seeds, by the trial they re-measure: a trial with its
+    reruns (``kind`` rerun, by parent) and its confirmation runs (by ``confirms``); groups of 2+."""
+    groups: dict[int, list[TrialRow]] = {}
+    for r in rows:
+        if not r.scored or r.score is None:
+            continue
+        key = r.confirms if r.kind == "confirmation" else r.parent if r.kind == "rerun" else r.number
+        if key is not None:
+            groups.setdefault(key, []).append(r)
+    return [g for _, g in sorted(groups.items()) if len(g) >= 2]
+
+
+def noise_now(s: CampaignState) -> tuple[NoiseEstimate, list[TrialRow]]:
+    """The noise the campaign's runs show now, and the runs it rests on."""
+    groups = noise_groups(s.rows)
+    est = estimate(s.declared_sd, len(s.declared_reruns), [[r.score or 0.0 for r in g] for g in groups])
+    return est, [r for g in groups for r in g]
+
+
+def _noise_due(s: CampaignState) -> Action | None:
+    if not s.measure_noise:
+        return None
+    est, runs = noise_now(s)
+    obj = s.objective
+    if est.runs == obj.sd_runs and math.isclose(est.sd, obj.sd, rel_tol=1e-9, abs_tol=1e-12):
+        return None
+    declared = list(s.declared_reruns) if est.source == POOLED else []
+    return MeasureNoise(est, declared + [r.score or 0.0 for r in runs], runs)
 
 
 # the decision --------------------------------------------------------------------------------------
@@ -141,8 +206,20 @@ def decide(s: CampaignState) -> list[Action]:
         return [Close(f"the baseline failed ({base.status}): {base.reason or base.excerpt}")]
     if base.score is None:
         return []
-    if s.info.incumbent_number is None:
-        return [PromoteBaseline(base)]
+    if not s.info.promotions:  # the baseline is not promoted yet (the table's incumbent until then is its run)
+        reruns = [r for r in s.rows if r.kind == "rerun" and r.parent == 0]
+        if len(reruns) < s.baseline_reruns:
+            return [LaunchRerun(base, i, confirmation_seed(base, i)) for i in range(len(reruns), s.baseline_reruns)]
+        if any(r.phase != LABELLED for r in reruns):
+            return []
+        due = _noise_due(s)
+        if due is not None:
+            return [due]
+        runs = [base] + [r for r in reruns if r.scored and r.score is not None]
+        return [PromoteBaseline(base, statistics.fmean(r.score or 0.0 for r in runs), runs)]
+    due = _noise_due(s)
+    if due is not None:
+        return [due]
     incumbent = by_num.get(s.info.incumbent_number, base)
     actions: list[Action] = []
     for r in s.rows:
