@@ -79,8 +79,8 @@ def main() -> None:
         finally:
             hog.kill()
             hog.wait()
-        out["hog_check"] = {"seeds": seed_sets[0], "quiet": rows[0].score, "beside_hog": again.score,
-                            "quiet_train_wall_s": round(rows[0].wall_s, 1),
+        out["hog_check"] = {"seeds": seed_sets[0], "first": rows[0].score, "beside_hog": again.score,
+                            "first_train_wall_s": round(rows[0].wall_s, 1),
                             "hog_train_wall_s": round(again.wall_s, 1),
                             "deterministic": again.score == rows[0].score}
     led.close()
