@@ -20,7 +20,9 @@ better", two-sided p) and the exact sign test (``projections.paired``). With 5 s
 one-sided p is 1/32 = 0.031 (lineage better on every seed).
 
 ``--steps`` shortens golf-mini's training (a copy of the task with MAX_STEPS changed; its train_s
-stays a safety limit), so that the whole comparison fits in about 40 minutes on 2 cores.
+stays a safety limit; the task's declared noise, measured at 1,500 steps, is left out of the copy, so
+each campaign's keep threshold rests on the noise it measures itself), so that the whole comparison
+fits in about 40 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -38,7 +41,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.campaign import CampaignConfig, CampaignLoop  # noqa: E402
-from ledger import events as ev  # noqa: E402
 from ledger.audit import init_ledger  # noqa: E402
 from projections.paired import sign_test, wilcoxon  # noqa: E402
 from tasks.knobs import set_knob  # noqa: E402
@@ -58,6 +60,14 @@ def bench_task(tmp: Path, steps: int | None) -> Path:
         spec = load_task(dst)
         knob = next((k for k in spec.knobs() if k.name == "MAX_STEPS"), "MAX_STEPS")
         train.write_text(set_knob(train.read_text(), knob, steps))
+        # the declared noise was measured at the task's own MAX_STEPS: the copy declares none and each
+        # campaign measures its own (baseline reruns, confirmation runs), as a new task would
+        toml = dst / "task.toml"
+        text, n_sd = re.subn(r"(?m)^sd = .*$", "sd = 0.0", toml.read_text())
+        text, n_re = re.subn(r"(?m)^reruns = \[.*\]$", "reruns = []", text)
+        if n_sd != 1 or n_re != 1:
+            sys.exit("bench_search: golf-mini's task.toml has no single 'sd = ...' and 'reruns = [...]' line")
+        toml.write_text(text)
     for d, _, fs in os.walk(dst):  # world-readable, as a task directory must be
         os.chmod(d, 0o755)
         for f in fs:
