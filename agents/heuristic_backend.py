@@ -36,8 +36,8 @@ Filters, in order: the full configuration (every knob's value + the set of patch
 new (no listed trial, nor a proposal this instance already made for the campaign, had it); no
 single knob move may repeat an exact ``(knob, from, to)`` of a single-knob trial that was discarded
 or failed (unless it beat its parent by more than the threshold and only lost a race); no move may land at or beyond a value where an earlier move in the same direction hit
-``size_blocked``, ``train_budget_overrun``, ``eval_budget_overrun``, ``oom``, ``diverged`` or
-``disqualified`` (the back-off ceiling); and ``ctx.check_surface`` must accept the diff.
+``size_blocked``, ``train_budget_overrun``, ``eval_budget_overrun``, ``oom``, ``diverged``,
+``disqualified`` or ``truncated`` (the back-off ceiling); and ``ctx.check_surface`` must accept the diff.
 
 Steps: a default step is x2 / x0.5 for log-scale knobs (x√2 for a half step), ±10% of the range for
 linear floats, ±1 for ints (x2 / x0.5 when the range spans 16 or more, or the knob is log-scale), the

@@ -130,6 +130,7 @@ def main() -> None:
                                 "trials": len(rows), "truncated": truncated, "wall_s": round(time.time() - t1, 1)})
             print(f"{arm} seed {seed}: baseline {base} confirmed best {best} (#{number}) gain {gain:.4g} "
                   f"({time.time() - t0:.0f} s so far)", file=sys.stderr)
+        print("partial: " + json.dumps({a: results[a] for a in arms}), file=sys.stderr, flush=True)
     line: dict[str, object] = {
         "task": f"{spec.name}@{spec.version}", "metric": spec.metric, "direction": spec.direction,
         "bound": spec.budgets.bound, "steps": args.steps, "trials_per_campaign": args.trials, "slots": args.slots,
