@@ -344,7 +344,7 @@ class CampaignLoop:
     def _judge(self, a: pol.Judge) -> bool:
         obj = self.objective
         inc = a.incumbent
-        inc_score = self.info.incumbent_score
+        inc_score = a.incumbent_score if a.incumbent_score is not None else self.info.incumbent_score
         t = self.led.load(Trial, a.trial.trial_id)
         try:
             t.judge(ACTOR, verdict=a.verdict, runs=[ev.RunScore(number=r.number, trial_id=r.trial_id,

@@ -16,8 +16,8 @@ The rules, in order:
    the groups of runs of one code on several seeds: the baseline and its reruns, each candidate and
    its confirmation runs), alone in its decision, so that every verdict after it uses the new
    threshold;
-2. a scored proposal nobody judged: it beats the incumbent by more than the threshold
-   (``Objective.beats``) -> ``keep`` at once when the task asks for no confirmation runs, else
+2. a scored proposal nobody judged: it beats the incumbent (on the same seeds where the incumbent ran
+   on them: :func:`incumbent_on`) by more than the threshold (``Objective.beats``) -> ``keep`` at once when the task asks for no confirmation runs, else
    ``candidate`` plus its confirmation runs (other seeds); otherwise -> ``discard``;
 3. a candidate whose confirmation runs are all labelled: a run failed, or the mean of its runs no
    longer beats the (current) incumbent -> ``discard``; else -> ``keep`` (and its promotion). One
@@ -125,6 +125,7 @@ class Judge(Action):
     improvement: float
     incumbent: TrialRow
     reason: str
+    incumbent_score: float | None = None  # what the runs were compared with (see incumbent_on)
 
 
 @dataclass(frozen=True)
@@ -260,19 +261,19 @@ def _retirements(s: CampaignState) -> list[Action]:
 
 
 def _judge_new(s: CampaignState, r: TrialRow, incumbent: TrialRow) -> list[Action]:
-    inc_score = _incumbent_score(s, incumbent)
+    inc_score, on = incumbent_on(s, incumbent, [r.seed])
     assert r.score is not None
     obj = s.objective
     imp = obj.improvement(r.score, inc_score)
     if not obj.beats(r.score, inc_score):
-        return [Judge(r, "discard", [r], r.score, imp, incumbent, _short_of(imp, incumbent, obj))]
+        return [Judge(r, "discard", [r], r.score, imp, incumbent, _short_of(imp, incumbent, obj) + on, inc_score)]
     if s.confirmations <= 0:
         return [Judge(r, "keep", [r], r.score, imp, incumbent,
-                      f"beats #{incumbent.number} by {imp:.4g} > threshold {obj.threshold:.4g}; "
-                      "single run (the task asks for no confirmation)")]
+                      f"beats #{incumbent.number} by {imp:.4g} > threshold {obj.threshold:.4g}{on}; "
+                      "single run (the task asks for no confirmation)", inc_score)]
     out: list[Action] = [Judge(r, "candidate", [r], r.score, imp, incumbent,
-                               f"beats #{incumbent.number} by {imp:.4g} > threshold {obj.threshold:.4g} once; "
-                               f"awaiting {s.confirmations} confirmation run(s) on other seeds")]
+                               f"beats #{incumbent.number} by {imp:.4g} > threshold {obj.threshold:.4g} once{on}; "
+                               f"awaiting {s.confirmations} confirmation run(s) on other seeds", inc_score)]
     out.extend(LaunchConfirmation(r, i, confirmation_seed(r, i), imp) for i in range(s.confirmations))
     return out
 
@@ -286,23 +287,24 @@ def _judge_candidate(s: CampaignState, r: TrialRow, incumbent: TrialRow,
         return [LaunchConfirmation(r, i, confirmation_seed(r, i), imp) for i in range(len(confs), s.confirmations)]
     if any(c.phase != LABELLED for c in confs):
         return []
-    inc_score = _incumbent_score(s, incumbent)
     failed = [c for c in confs if not c.scored]
-    scores = [r.score] + [c.score for c in confs if c.scored and c.score is not None]
+    runs = [r] + [c for c in confs if c.scored and c.score is not None]
+    scores = [x.score or 0.0 for x in runs]
     mean = statistics.fmean(scores)
+    inc_score, on = incumbent_on(s, incumbent, [x.seed for x in runs])
     imp = s.objective.improvement(mean, inc_score)
-    runs = [r] + [c for c in confs if c.scored]
     names = ", ".join(f"#{c.number}" for c in confs)
     if failed:
         return [Judge(r, "discard", runs, mean, imp, incumbent,
-                      f"confirmation run(s) {', '.join(f'#{c.number} ({c.status})' for c in failed)} failed")]
+                      f"confirmation run(s) {', '.join(f'#{c.number} ({c.status})' for c in failed)} failed",
+                      inc_score)]
     if not s.objective.beats(mean, inc_score):
         return [Judge(r, "discard", runs, mean, imp, incumbent,
                       f"the mean of {len(scores)} runs ({names} confirming) "
-                      f"{_short_of(imp, incumbent, s.objective)}")]
+                      f"{_short_of(imp, incumbent, s.objective)}{on}", inc_score)]
     return [Judge(r, "keep", runs, mean, imp, incumbent,
                   f"the mean of {len(scores)} runs ({names} confirming) beats #{incumbent.number} by {imp:.4g} > "
-                  f"threshold {s.objective.threshold:.4g}")]
+                  f"threshold {s.objective.threshold:.4g}{on}", inc_score)]
 
 
 def _short_of(imp: float, incumbent: TrialRow, obj: Objective) -> str:
@@ -316,6 +318,23 @@ def _incumbent_score(s: CampaignState, incumbent: TrialRow) -> float:
     score = s.info.incumbent_score if s.info.incumbent_score is not None else incumbent.score
     assert score is not None
     return score
+
+
+def incumbent_on(s: CampaignState, incumbent: TrialRow, seeds: list[int]) -> tuple[float, str]:
+    """What a proposal's runs on ``seeds`` are compared with, and the words saying so: the mean of the
+    incumbent's own runs on exactly those seeds when it ran on each of them (its run, its reruns and
+    its confirmation runs: a comparison paired by seed, in which a seed's luck is the same on both
+    sides), else its promoted score (the mean of all its runs)."""
+    mine: dict[int, float] = {}
+    for x in s.rows:
+        if x.scored and x.score is not None and (
+                x.number == incumbent.number or (x.kind == "confirmation" and x.confirms == incumbent.number)
+                or (x.kind == "rerun" and x.parent == incumbent.number)):
+            mine.setdefault(x.seed, x.score)
+    if seeds and all(seed in mine for seed in seeds):
+        paired = statistics.fmean(mine[seed] for seed in seeds)
+        return paired, f" (on the same seed{'s' if len(seeds) > 1 else ''}: {', '.join(map(str, seeds))})"
+    return _incumbent_score(s, incumbent), ""
 
 
 def _in_flight(s: CampaignState) -> bool:

@@ -249,3 +249,29 @@ def test_with_nothing_declared_the_noise_is_the_measured_one() -> None:
     assert isinstance(measure, pol.MeasureNoise)
     assert (measure.estimate.source, measure.estimate.runs) == ("measured", 2)
     assert measure.estimate.sd == pytest.approx(0.02 / 2 ** 0.5) and measure.values == [1.0, 1.02]
+
+
+def test_a_proposal_is_compared_with_the_incumbent_on_the_same_seeds() -> None:
+    # the baseline ran on seeds 0, 1000 and 1001 (mean 0.99); seed 0 was its unlucky one (1.0)
+    base = row(0, kind="baseline", score=1.0, specialist="baseline", parent=None, seed=0)
+    reruns = [row(1, kind="rerun", score=0.98, specialist="baseline", seed=1000),
+              row(2, kind="rerun", score=0.99, specialist="baseline", seed=1001)]
+    s = noisy([base, *reruns, row(3, score=0.985, seed=0)], inc=(0, 0.99), obj=OBJ)
+    s = pol.CampaignState(**{**s.__dict__, "measure_noise": False})
+    [judge, *confs] = pol.decide(s)
+    # against the mean (0.99) it would gain 0.005 < 0.01; against seed 0's own 1.0 it gains 0.015
+    assert isinstance(judge, pol.Judge) and judge.verdict == "candidate" and judge.incumbent_score == 1.0
+    assert judge.improvement == pytest.approx(0.015) and "(on the same seed: 0)" in judge.reason
+    assert [c.seed for c in confs] == [1000]  # type: ignore[attr-defined]
+    # its confirmation on seed 1000 is compared with the baseline's seed-1000 run: mean(0.985, 0.965) vs 0.99
+    cand = row(3, status="candidate", score=0.985, seed=0)
+    conf = row(4, kind="confirmation", confirms=3, score=0.965, seed=1000)
+    s = pol.CampaignState(**{**s.__dict__, "rows": [base, *reruns, cand, conf]})
+    [keep] = pol.decide(s)
+    assert isinstance(keep, pol.Judge) and keep.verdict == "keep" and keep.incumbent_score == pytest.approx(0.99)
+    assert keep.mean == pytest.approx(0.975) and keep.improvement == pytest.approx(0.015)
+    assert "(on the same seeds: 0, 1000)" in keep.reason
+    # an incumbent with no run on a proposal's seed: its promoted mean (0.99 here)
+    lone = pol.CampaignState(**{**s.__dict__, "rows": [base, *reruns, row(3, score=0.95, seed=7)]})
+    [j, *_] = pol.decide(lone)
+    assert isinstance(j, pol.Judge) and j.incumbent_score == 0.99 and "same seed" not in j.reason

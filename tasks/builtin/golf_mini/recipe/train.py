@@ -42,8 +42,11 @@ EPS = 1e-8
 BATCH_SIZE = 32
 # endregion
 
-# region: sched
+# The work every run trains (the task is bounded by work): fixed by the task, outside every surface,
+# so that runs are compared at equal work. Specialists read it (the schedule may use it), never set it.
 MAX_STEPS = 1500
+
+# region: sched
 WARMUP_STEPS = 10
 # endregion
 
