@@ -18,9 +18,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agents import policy as pol
@@ -107,6 +108,15 @@ class Outcome:
         return bool(self.promotions)
 
 
+def backend_for(cfg: CampaignConfig, *, forbidden: Sequence[Path] = ()) -> Backend:
+    """The backend the configuration names, with every setting it carries; ``forbidden``: paths an
+    agent:CMD backend must never be given (the campaign passes the ledger's and the task's)."""
+    return make_backend(cfg.backend, seed=cfg.seed, model=cfg.model, base_url=cfg.base_url, price_in=cfg.price_in,
+                        price_out=cfg.price_out, thinking_budget=cfg.thinking_budget, agent_time_s=cfg.agent_time_s,
+                        agent_turns=cfg.agent_turns, agent_env=cfg.agent_env, agent_bind=cfg.agent_bind,
+                        agent_network=cfg.agent_network, forbidden=forbidden)
+
+
 class CampaignError(LedgerError):
     """A campaign cannot start or go on; the message says why and what to do."""
 
@@ -118,12 +128,7 @@ class CampaignLoop:
         self.cfg = cfg
         self.specialists: list[Specialist] = specialists_for(spec, cfg.arm, cfg.specialists)
         self.spec = team_task(spec, self.specialists)
-        self.backend = backend or make_backend(cfg.backend, seed=cfg.seed, model=cfg.model, base_url=cfg.base_url,
-                                               price_in=cfg.price_in, price_out=cfg.price_out,
-                                               thinking_budget=cfg.thinking_budget, agent_time_s=cfg.agent_time_s,
-                                               agent_turns=cfg.agent_turns, agent_env=cfg.agent_env,
-                                               agent_bind=cfg.agent_bind, agent_network=cfg.agent_network,
-                                               forbidden=[ledger.home, self.spec.root])
+        self.backend = backend or backend_for(cfg, forbidden=[ledger.home, self.spec.root])
         self.on_event = on_event or (lambda msg: None)
         self.name = cfg.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.resume = resume

@@ -90,18 +90,26 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
     heuristic specialists and an in-process runner. Ctrl-C stops cleanly; `arledger run --resume`
     continues without duplicating or losing a trial.
     """
-    from agents.campaign import CampaignConfig, CampaignLoop, config_of, latest_open_campaign
-    from agents.team import make_backend, specialists_for
+    from agents.campaign import CampaignConfig, CampaignLoop, backend_for, config_of, latest_open_campaign
+    from agents.team import specialists_for
     from ledger.audit import init_ledger
     from tasks.spec import load_task
 
     console = Console() if sys.stdout.isatty() else Console(soft_wrap=True, width=200)
-    chosen = [s.strip() for s in specialists.split(",")] if specialists else None
-    team_backend = None
+    cfg: CampaignConfig | None = None
     if not resume:  # the task, the team and the backend are checked before anything is written
-        specialists_for(load_task(task), arm, chosen)
-        team_backend = make_backend(backend, seed=seed, model=model, base_url=base_url, price_in=price_in,
-                                    price_out=price_out, thinking_budget=thinking_budget)
+        cfg = CampaignConfig(
+            task=task, name=name, backend=backend, arm=arm,
+            specialists=[s.strip() for s in specialists.split(",")] if specialists else None,
+            max_trials=max_trials, deadline_s=deadline_min * 60 if deadline_min else None, grace=grace,
+            max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
+            runners=runners, slots=slots or 1, k=k, confirmations=confirmations,
+            baseline_reruns=baseline_reruns, model=model,
+            base_url=base_url, price_in=price_in, price_out=price_out, thinking_budget=thinking_budget,
+            agent_time_s=agent_time_s, agent_turns=agent_turns, agent_env=list(agent_env),
+            agent_bind=list(agent_bind), agent_network=agent_network)
+        specialists_for(load_task(task), arm, cfg.specialists)
+        backend_for(cfg)
     if resume:  # resuming needs a campaign: never make a ledger for it
         led = open_ledger(ledger_url)
     else:
@@ -109,7 +117,7 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
         if created:
             console.print(f"initialised {led.describe()} (signing key beside it)")
     try:
-        if resume:
+        if cfg is None:
             name = name or latest_open_campaign(led)
             if name is None:
                 raise click.ClickException("no open campaign to resume; start one with `arledger run`")
@@ -118,17 +126,6 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
                 raise click.ClickException(f"there is no campaign {name}")
             cfg.name = name
             task = cfg.task
-        else:
-            cfg = CampaignConfig(
-                task=task, name=name, backend=backend, arm=arm,
-                specialists=chosen,
-                max_trials=max_trials, deadline_s=deadline_min * 60 if deadline_min else None, grace=grace,
-                max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
-                runners=runners, slots=slots or 1, k=k, confirmations=confirmations,
-                baseline_reruns=baseline_reruns, model=model,
-                base_url=base_url, price_in=price_in, price_out=price_out, thinking_budget=thinking_budget,
-                agent_time_s=agent_time_s, agent_turns=agent_turns, agent_env=list(agent_env),
-                agent_bind=list(agent_bind), agent_network=agent_network)
         spec = load_task(task)
         if not resume and slots is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -142,7 +139,7 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
             if quiet or not sys.stdout.isatty():
                 click.echo(f"{stamp} {msg}")
 
-        loop = CampaignLoop(led, spec, cfg, backend=team_backend, resume=resume, on_event=on_event)
+        loop = CampaignLoop(led, spec, cfg, resume=resume, on_event=on_event)
         console.print(f"[bold]campaign {loop.name}[/]: task {spec.name} ({spec.metric}, {spec.direction}), "
                       f"{len(loop.specialists)} specialist(s) ({', '.join(s.name for s in loop.specialists)}), "
                       f"backend {cfg.backend}, arm {cfg.arm}, keep threshold {loop.threshold:.4g}")

@@ -39,7 +39,7 @@ _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 KEYS: dict[str, tuple[str, ...]] = {
     "": ("task", "commands", "budgets", "gates", "noise", "resources", "data", "surfaces", "specialists",
-         "patches"),
+         "patches", "early_stop"),
     "task": ("name", "version", "description", "metric", "direction", "recipe_dir", "checkout",
              "recipe_files", "evaluator_files", "stage_into_workspace", "artifact"),
     "commands": ("train", "evaluate", "prepare", "estimate"),
@@ -52,6 +52,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "knob": ("name", "file", "type", "range", "values", "scale", "description"),
     "specialist": ("name", "surface", "preamble"),
     "patch": ("name", "surface", "file", "find", "replace", "hypothesis"),
+    "early_stop": ("metric", "after_step", "margin", "compare", "direction"),
 }
 """The keys each kind of table may hold: a key outside them is named before anything is missing."""
 
@@ -381,7 +382,7 @@ def _early_stop(f: Path, raw: Any) -> EarlyStop | None:
     """The optional ``[early_stop]`` table (see :class:`tasks.spec.EarlyStop`)."""
     if raw is None:
         return None
-    r = _Reader(f, raw, "early_stop")
+    r = _Reader(f, raw, "early_stop", KEYS["early_stop"])
     metric = r.get("metric", "string", fix='add `metric = "train_loss"` (a name the recipe prints in its '
                    "`metric NAME=VALUE step=N` lines) under [early_stop]")
     if not _METRIC_NAME_RE.match(metric) or metric == "step":
