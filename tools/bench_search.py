@@ -1,6 +1,7 @@
 """Search quality, side by side on golf-mini with the same trial budget: does the lineage help?
 
-    python tools/bench_search.py [--seeds 0,1,2,3,4] [--trials 12] [--steps 150] [--slots 2]
+    python tools/bench_search.py [--seeds 0,1,2,3,4] [--trials 8] [--steps 150] [--slots 2]
+                                 [--specialists opt,sched,arch]
 
 Runs three arms for every seed, each a real campaign through the real runner, sandbox and keep rule
 on one ledger: ``lineage`` (heuristic specialists reading the lineage), ``no-lineage`` (the same
@@ -89,14 +90,18 @@ def confirmed_gain(loop: CampaignLoop) -> tuple[float, float | None, float | Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trials", type=int, default=12, help="proposals per campaign")
+    ap.add_argument("--trials", type=int, default=8, help="proposals per campaign")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--steps", type=int, default=150, help="golf-mini's MAX_STEPS in the copy")
     ap.add_argument("--slots", type=int, default=2, help="trials trained at once in each campaign")
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--specialists", default="opt,sched,arch",
+                    help="the team of every arm (comma-separated; 'all': the task's six): fewer specialists get "
+                         "more turns each within --trials, which is where a lineage can matter")
     ap.add_argument("--keep", default=None, help="Keep the ledger in this directory.")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    team = None if args.specialists == "all" else [s.strip() for s in args.specialists.split(",")]
     arms = args.arms.split(",")
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -116,7 +121,7 @@ def main() -> None:
         for arm in arms:
             backend, arm_kind = ARMS[arm]
             cfg = CampaignConfig(task=str(task_dir), name=f"bench-{arm}-s{seed}", backend=backend, arm=arm_kind,
-                                 max_trials=args.trials, seed=seed, slots=args.slots)
+                                 max_trials=args.trials, seed=seed, slots=args.slots, specialists=team)
             loop = CampaignLoop(led, spec, cfg, on_event=lambda m, a=arm, s=seed: print(f"  [{a} s{s}] {m}",
                                                                                       file=sys.stderr))
             t1 = time.time()
@@ -134,6 +139,7 @@ def main() -> None:
     line: dict[str, object] = {
         "task": f"{spec.name}@{spec.version}", "metric": spec.metric, "direction": spec.direction,
         "bound": spec.budgets.bound, "steps": args.steps, "trials_per_campaign": args.trials, "slots": args.slots,
+        "specialists": team or [s.name for s in spec.specialists],
         "seeds": seeds, "runs": runs, "wall_s": round(time.time() - t0, 1),
         "load": {"before": [round(x, 2) for x in load0], "after": [round(x, 2) for x in os.getloadavg()]},
     }
