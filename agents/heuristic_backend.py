@@ -15,8 +15,9 @@ combine                   9         a keep (or a trial that beat its parent by m
                                     patches of this surface that the incumbent lacks: borrow them
 momentum                  8         an earlier move of this knob in this direction improved and the
                                     incumbent sits at or beyond its start: repeat it (same step)
-explore / patch           7         a knob nobody has moved yet (a bold step either way); a
-                                    declared patch of this surface not yet tried
+explore / patch           7         a declared patch of this surface not yet tried (first: expected
+                                    1.5x the threshold); a knob nobody has moved yet (a bold step
+                                    either way)
 reverse, sensitive knob   7         a move of this knob from about here worsened the score by more
                                     than 3x the threshold: the knob matters, so go the other way
                                     (ranked by half that loss, ahead of untouched knobs)
@@ -99,6 +100,9 @@ from tasks.spec import Knob, KnobValue
 COMBINE, MOMENTUM, EXPLORE, MOMENTUM_ALT, REVERSE, SMALLER, NEUTRAL, RETRY, AGAINST, RANDOM = (
     9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
 PATCH_NEW = EXPLORE
+PATCH_PRIOR = 1.5
+"""An untried declared patch is expected to gain this x the threshold, a blind probe of an untouched knob
+1x: the task's author declared the patch with a hypothesis, so among the exploring moves it goes first."""
 RANDOM_TRIES = 300
 SENSITIVE = 3.0  # a move that worsened the score by more than this x the threshold marks a sensitive knob
 
@@ -390,7 +394,7 @@ class _Search:
                                      self.threshold, (c.number,)))
             else:
                 out.append(Candidate(PATCH_NEW, "patch", {}, (p.name,), f"Apply patch {p.name}: {why} "
-                                     "(not yet tried in this lineage)", self.threshold))
+                                     "(not yet tried in this lineage)", PATCH_PRIOR * self.threshold))
         return out
 
     def combine_candidates(self, inc_cfg: Config, inc_files: dict[str, str]) -> list[Candidate]:
