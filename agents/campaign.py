@@ -4,7 +4,8 @@ The loop is a *reconciliation* over the ledger, so that it can be killed at any 
 Each tick it catches its projections up with the ledger, collects the proposals its specialists
 finished writing (each in a worker thread, so slow LLM calls overlap), asks the policy
 (:func:`agents.policy.decide`, a pure function of the projections) what to do, and does it:
-launch the baseline or a confirmation run, record a verdict (``TrialJudged``, with
+launch the baseline, its reruns or a confirmation run, record the noise its runs show
+(``NoiseMeasured``), record a verdict (``TrialJudged``, with
 ``IncumbentPromoted`` for a keep), retire a specialist, ask a specialist for a proposal, or close.
 
 Trial numbers are allocated by compare-and-set on the campaign aggregate, so a resumed loop can
@@ -29,6 +30,7 @@ from agents.context import Context
 from agents.local_runner import LocalRunner, requeue_dead
 from agents.team import make_backend, specialists_for, team_task
 from ledger import events as ev
+from ledger import noise
 from ledger.aggregates import Campaign, CommandRefused, Trial
 from ledger.app import ConflictError, Ledger
 from ledger.app import __version__ as HARNESS_VERSION
@@ -68,6 +70,7 @@ class CampaignConfig:
     k: float | None = None
     min_delta: float | None = None
     confirmations: int | None = None
+    baseline_reruns: int | None = None  # extra baseline seeds measuring the noise (None: the task's)
     token_budget: int = 6000
     model: str | None = None
     thinking_budget: int = 0
@@ -174,6 +177,13 @@ class CampaignLoop:
             return info.policy.confirmation_runs
         return self.spec.noise.confirmation_runs if self.cfg.confirmations is None else self.cfg.confirmations
 
+    @property
+    def baseline_reruns(self) -> int:
+        info = self.proj.trials.campaign(self.campaign_id)
+        if info is not None and info.policy is not None:
+            return info.policy.baseline_reruns
+        return self.spec.noise.baseline_reruns if self.cfg.baseline_reruns is None else self.cfg.baseline_reruns
+
     def rows(self) -> list[TrialRow]:
         return self.proj.trials.rows(self.campaign_id)
 
@@ -193,7 +203,9 @@ class CampaignLoop:
         active = [s.name for s in self.specialists if s.name not in info.retired]
         return pol.CampaignState(info=info, rows=self.rows(), objective=info.objective,
                                  confirmations=self.confirmations, budgets=self.cfg.budgets(), specialists=active,
-                                 writing=frozenset(self.writing), elapsed_s=time.time() - self.started)
+                                 writing=frozenset(self.writing), elapsed_s=time.time() - self.started,
+                                 baseline_reruns=self.baseline_reruns, measure_noise=True,
+                                 declared_sd=self.spec.noise.sd, declared_reruns=self.spec.noise.reruns)
 
     # ------------------------------------------------------------------ opening
     def open(self) -> None:
@@ -209,12 +221,12 @@ class CampaignLoop:
                                        "knobs": [k.name for k in s.knobs]} for n, s in self.spec.surfaces.items()},
                       "evaluator_files": list(self.spec.evaluator_files)}
             policy = noise_policy(self.spec, k=self.cfg.k, min_delta=self.cfg.min_delta,
-                                  confirmations=self.cfg.confirmations)
+                                  confirmations=self.cfg.confirmations, baseline_reruns=self.cfg.baseline_reruns)
             open_campaign(self.led, self.spec, self.name, actor=ACTOR, arm=self.cfg.arm, config=config,
                           seed=self.cfg.seed, policy=policy)
             camp = self.led.load(Campaign, self.campaign_id)
             camp.measure_noise(ACTOR, metric=self.spec.metric, values=list(self.spec.noise.reruns),
-                               sd=self.spec.noise.sd, source="task")
+                               sd=self.spec.noise.sd, source=noise.DECLARED)
             self._save(camp)
         else:
             assert camp.opened is not None
@@ -291,9 +303,26 @@ class CampaignLoop:
         if isinstance(a, pol.PromoteBaseline):
             c = self.led.load(Campaign, self.campaign_id)
             obj = self.objective
-            c.promote(ACTOR, trial_id=a.baseline.trial_id, number=0, score=a.baseline.score or 0.0,
-                      threshold=obj.threshold, noise_sd=obj.sd, evidence=[a.baseline.trial_id], reason="baseline")
+            why = "baseline" if len(a.runs) == 1 else \
+                f"baseline: the mean of its {len(a.runs)} runs (#{', #'.join(str(r.number) for r in a.runs)})"
+            c.promote(ACTOR, trial_id=a.baseline.trial_id, number=0, score=a.score, threshold=obj.threshold,
+                      noise_sd=obj.sd, evidence=[r.trial_id for r in a.runs], reason=why)
             return self._save(c)
+        if isinstance(a, pol.LaunchRerun):
+            r = a.of
+            self.submit(diff="", hypothesis=f"rerun {a.index + 1} of #{r.number} (seed {a.seed}): the noise of the "
+                        "metric, measured in this campaign", specialist=r.specialist, surface=r.surface,
+                        parent=r.number, kind="rerun", seed=a.seed)
+            return True
+        if isinstance(a, pol.MeasureNoise):
+            c = self.led.load(Campaign, self.campaign_id)
+            est = a.estimate
+            c.measure_noise(ACTOR, metric=self.spec.metric, values=list(a.values), sd=est.sd,
+                            trials=[r.trial_id for r in a.trials], source=est.source)
+            if self._save(c):
+                self.on_event(f"noise: {est.describe()}; keep threshold now "
+                              f"{self.objective.with_noise(est.sd, est.runs, est.source).threshold:.4g}")
+            return False
         if isinstance(a, pol.Judge):
             return self._judge(a)
         if isinstance(a, pol.LaunchConfirmation):
@@ -324,7 +353,7 @@ class CampaignLoop:
     def _judge(self, a: pol.Judge) -> bool:
         obj = self.objective
         inc = a.incumbent
-        inc_score = self.info.incumbent_score
+        inc_score = a.incumbent_score if a.incumbent_score is not None else self.info.incumbent_score
         t = self.led.load(Trial, a.trial.trial_id)
         try:
             t.judge(ACTOR, verdict=a.verdict, runs=[ev.RunScore(number=r.number, trial_id=r.trial_id,

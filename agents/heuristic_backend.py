@@ -15,8 +15,9 @@ combine                   9         a keep (or a trial that beat its parent by m
                                     patches of this surface that the incumbent lacks: borrow them
 momentum                  8         an earlier move of this knob in this direction improved and the
                                     incumbent sits at or beyond its start: repeat it (same step)
-explore / patch           7         a knob nobody has moved yet (a bold step either way); a
-                                    declared patch of this surface not yet tried
+explore / patch           7         a declared patch of this surface not yet tried (first: expected
+                                    1.5x the threshold); a knob nobody has moved yet (a bold step
+                                    either way)
 reverse, sensitive knob   7         a move of this knob from about here worsened the score by more
                                     than 3x the threshold: the knob matters, so go the other way
                                     (ranked by half that loss, ahead of untouched knobs)
@@ -36,8 +37,8 @@ Filters, in order: the full configuration (every knob's value + the set of patch
 new (no listed trial, nor a proposal this instance already made for the campaign, had it); no
 single knob move may repeat an exact ``(knob, from, to)`` of a single-knob trial that was discarded
 or failed (unless it beat its parent by more than the threshold and only lost a race); no move may land at or beyond a value where an earlier move in the same direction hit
-``size_blocked``, ``train_budget_overrun``, ``eval_budget_overrun``, ``oom``, ``diverged`` or
-``disqualified`` (the back-off ceiling); and ``ctx.check_surface`` must accept the diff.
+``size_blocked``, ``train_budget_overrun``, ``eval_budget_overrun``, ``oom``, ``diverged``,
+``disqualified`` or ``truncated`` (the back-off ceiling); and ``ctx.check_surface`` must accept the diff.
 
 Steps: a default step is x2 / x0.5 for log-scale knobs (x√2 for a half step), ±10% of the range for
 linear floats, ±1 for ints (x2 / x0.5 when the range spans 16 or more, or the knob is log-scale), the
@@ -99,6 +100,9 @@ from tasks.spec import Knob, KnobValue
 COMBINE, MOMENTUM, EXPLORE, MOMENTUM_ALT, REVERSE, SMALLER, NEUTRAL, RETRY, AGAINST, RANDOM = (
     9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
 PATCH_NEW = EXPLORE
+PATCH_PRIOR = 1.5
+"""An untried declared patch is expected to gain this x the threshold, a blind probe of an untouched knob
+1x: the task's author declared the patch with a hypothesis, so among the exploring moves it goes first."""
 RANDOM_TRIES = 300
 SENSITIVE = 3.0  # a move that worsened the score by more than this x the threshold marks a sensitive knob
 
@@ -390,7 +394,7 @@ class _Search:
                                      self.threshold, (c.number,)))
             else:
                 out.append(Candidate(PATCH_NEW, "patch", {}, (p.name,), f"Apply patch {p.name}: {why} "
-                                     "(not yet tried in this lineage)", self.threshold))
+                                     "(not yet tried in this lineage)", PATCH_PRIOR * self.threshold))
         return out
 
     def combine_candidates(self, inc_cfg: Config, inc_files: dict[str, str]) -> list[Candidate]:

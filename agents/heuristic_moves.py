@@ -19,7 +19,7 @@ from tasks.knobs import format_value, read_knob
 from tasks.spec import Knob, KnobValue, Patch
 
 BACKOFF_STATUSES = frozenset({"size_blocked", "train_budget_overrun", "eval_budget_overrun", "oom", "diverged",
-                              "disqualified"})
+                              "disqualified", "truncated"})
 CRASH_STATUSES = frozenset({"crash", "preflight_crash", "illegal_edit"})
 DEAD_STATUSES = BACKOFF_STATUSES | CRASH_STATUSES | {"discard", "stopped_early"}
 SCORED_STATUSES = frozenset(ev.VALID_SCORED) | frozenset(ev.VERDICTS)

@@ -8,10 +8,16 @@ a campaign killed anywhere and resumed decides from the ledger alone.
 
 The rules, in order:
 
-1. no baseline yet -> launch it (trial 0); the baseline failed -> close; it is scored and there is no
-   incumbent -> promote the baseline;
-2. a scored proposal nobody judged: it beats the incumbent by more than the threshold
-   (``Objective.beats``) -> ``keep`` at once when the task asks for no confirmation runs, else
+1. no baseline yet -> launch it (trial 0); the baseline failed -> close; it is scored -> its reruns
+   (``[noise] baseline_reruns`` more seeds), and once they are labelled, with no incumbent yet ->
+   promote the baseline with the mean of its runs;
+   then, whenever the campaign's runs say more about the noise than its last ``NoiseMeasured`` ->
+   measure it (``MeasureNoise``: :func:`ledger.noise.estimate` over the task's declared figure and
+   the groups of runs of one code on several seeds: the baseline and its reruns, each candidate and
+   its confirmation runs), alone in its decision, so that every verdict after it uses the new
+   threshold;
+2. a scored proposal nobody judged: it beats the incumbent (on the same seeds where the incumbent ran
+   on them: :func:`incumbent_on`) by more than the threshold (``Objective.beats``) -> ``keep`` at once when the task asks for no confirmation runs, else
    ``candidate`` plus its confirmation runs (other seeds); otherwise -> ``discard``;
 3. a candidate whose confirmation runs are all labelled: a run failed, or the mean of its runs no
    longer beats the (current) incumbent -> ``discard``; else -> ``keep`` (and its promotion). One
@@ -24,16 +30,19 @@ The rules, in order:
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
 from ledger.lifecycle import LABELLED
+from ledger.noise import POOLED, NoiseEstimate, estimate
 from ledger.objective import Objective
 from projections.records import CampaignInfo, TrialRow
 
-POLICY = "noise-aware promotion v2"
-"""The name recorded in every verdict: a keep beats the incumbent by more than max(min_delta,
-k x sd), with the mean of the proposal's run and its confirmation runs."""
+POLICY = "noise-aware promotion v3"
+"""The name recorded in every verdict: a keep beats the incumbent (the mean of its runs) by more than
+max(min_delta, k x sd), with the mean of the proposal's run and its confirmation runs; sd is the
+task's declared noise pooled with the noise measured in the campaign (``ledger.noise``)."""
 
 FAILED_BASELINE = frozenset({"crash", "oom", "diverged", "train_budget_overrun", "eval_budget_overrun",
                              "disqualified", "size_blocked", "illegal_edit", "preflight_crash", "duplicate",
@@ -61,6 +70,10 @@ class CampaignState:
     specialists: list[str]  # active (declared, not retired), in declaration order
     writing: frozenset[str] = frozenset()  # specialists whose proposal is being written
     elapsed_s: float = 0.0  # since this run of the loop started (the deadline counts from here)
+    baseline_reruns: int = 0  # extra seeds of the baseline, run before the first proposal
+    measure_noise: bool = False  # pool the campaign's own runs into the noise (a campaign does)
+    declared_sd: float = 0.0  # the task's declared noise and the reruns it was measured on
+    declared_reruns: tuple[float, ...] = ()
 
 
 # actions ------------------------------------------------------------------------------------------
@@ -79,6 +92,26 @@ class LaunchBaseline(Action):
 @dataclass(frozen=True)
 class PromoteBaseline(Action):
     baseline: TrialRow
+    score: float  # the mean of its runs (the baseline and its scored reruns)
+    runs: list[TrialRow]
+
+
+@dataclass(frozen=True)
+class LaunchRerun(Action):
+    """Another run of ``of``'s code on another seed, to measure the noise."""
+
+    of: TrialRow
+    index: int  # 0-based
+    seed: int
+
+
+@dataclass(frozen=True)
+class MeasureNoise(Action):
+    """Record the noise the campaign's runs now show (``NoiseMeasured``)."""
+
+    estimate: NoiseEstimate
+    values: list[float]  # the scores it rests on (estimate.runs of them): declared reruns, then measured runs
+    trials: list[TrialRow]  # the measured runs
 
 
 @dataclass(frozen=True)
@@ -92,6 +125,7 @@ class Judge(Action):
     improvement: float
     incumbent: TrialRow
     reason: str
+    incumbent_score: float | None = None  # what the runs were compared with (see incumbent_on)
 
 
 @dataclass(frozen=True)
@@ -123,8 +157,40 @@ RETIRE_AFTER = 4
 
 
 def confirmation_seed(row: TrialRow, index: int) -> int:
-    """The seed of a candidate's index-th confirmation run: far from any proposal's seed."""
+    """The seed of a candidate's index-th confirmation run (and of the baseline's index-th rerun): far
+    from any proposal's seed, and the same for every code, so runs of two codes pair by seed."""
     return row.seed + 1000 + index
+
+
+def noise_groups(rows: list[TrialRow]) -> list[list[TrialRow]]:
+    """The scored runs of one code on several seeds, by the trial they re-measure: a trial with its
+    reruns (``kind`` rerun, by parent) and its confirmation runs (by ``confirms``); groups of 2+."""
+    groups: dict[int, list[TrialRow]] = {}
+    for r in rows:
+        if not r.scored or r.score is None:
+            continue
+        key = r.confirms if r.kind == "confirmation" else r.parent if r.kind == "rerun" else r.number
+        if key is not None:
+            groups.setdefault(key, []).append(r)
+    return [g for _, g in sorted(groups.items()) if len(g) >= 2]
+
+
+def noise_now(s: CampaignState) -> tuple[NoiseEstimate, list[TrialRow]]:
+    """The noise the campaign's runs show now, and the runs it rests on."""
+    groups = noise_groups(s.rows)
+    est = estimate(s.declared_sd, len(s.declared_reruns), [[r.score or 0.0 for r in g] for g in groups])
+    return est, [r for g in groups for r in g]
+
+
+def _noise_due(s: CampaignState) -> Action | None:
+    if not s.measure_noise:
+        return None
+    est, runs = noise_now(s)
+    obj = s.objective
+    if est.runs == obj.sd_runs and math.isclose(est.sd, obj.sd, rel_tol=1e-9, abs_tol=1e-12):
+        return None
+    declared = list(s.declared_reruns) if est.source == POOLED else []
+    return MeasureNoise(est, declared + [r.score or 0.0 for r in runs], runs)
 
 
 # the decision --------------------------------------------------------------------------------------
@@ -141,8 +207,20 @@ def decide(s: CampaignState) -> list[Action]:
         return [Close(f"the baseline failed ({base.status}): {base.reason or base.excerpt}")]
     if base.score is None:
         return []
-    if s.info.incumbent_number is None:
-        return [PromoteBaseline(base)]
+    if not s.info.promotions:  # the baseline is not promoted yet (the table's incumbent until then is its run)
+        reruns = [r for r in s.rows if r.kind == "rerun" and r.parent == 0]
+        if len(reruns) < s.baseline_reruns:
+            return [LaunchRerun(base, i, confirmation_seed(base, i)) for i in range(len(reruns), s.baseline_reruns)]
+        if any(r.phase != LABELLED for r in reruns):
+            return []
+        due = _noise_due(s)
+        if due is not None:
+            return [due]
+        runs = [base] + [r for r in reruns if r.scored and r.score is not None]
+        return [PromoteBaseline(base, statistics.fmean(r.score or 0.0 for r in runs), runs)]
+    due = _noise_due(s)
+    if due is not None:
+        return [due]
     incumbent = by_num.get(s.info.incumbent_number, base)
     actions: list[Action] = []
     for r in s.rows:
@@ -183,19 +261,19 @@ def _retirements(s: CampaignState) -> list[Action]:
 
 
 def _judge_new(s: CampaignState, r: TrialRow, incumbent: TrialRow) -> list[Action]:
-    inc_score = _incumbent_score(s, incumbent)
+    inc_score, on = incumbent_on(s, incumbent, [r.seed])
     assert r.score is not None
     obj = s.objective
     imp = obj.improvement(r.score, inc_score)
     if not obj.beats(r.score, inc_score):
-        return [Judge(r, "discard", [r], r.score, imp, incumbent, _short_of(imp, incumbent, obj))]
+        return [Judge(r, "discard", [r], r.score, imp, incumbent, _short_of(imp, incumbent, obj) + on, inc_score)]
     if s.confirmations <= 0:
         return [Judge(r, "keep", [r], r.score, imp, incumbent,
-                      f"beats #{incumbent.number} by {imp:.4g} > threshold {obj.threshold:.4g}; "
-                      "single run (the task asks for no confirmation)")]
+                      f"beats #{incumbent.number} by {imp:.4g} > threshold {obj.threshold:.4g}{on}; "
+                      "single run (the task asks for no confirmation)", inc_score)]
     out: list[Action] = [Judge(r, "candidate", [r], r.score, imp, incumbent,
-                               f"beats #{incumbent.number} by {imp:.4g} > threshold {obj.threshold:.4g} once; "
-                               f"awaiting {s.confirmations} confirmation run(s) on other seeds")]
+                               f"beats #{incumbent.number} by {imp:.4g} > threshold {obj.threshold:.4g} once{on}; "
+                               f"awaiting {s.confirmations} confirmation run(s) on other seeds", inc_score)]
     out.extend(LaunchConfirmation(r, i, confirmation_seed(r, i), imp) for i in range(s.confirmations))
     return out
 
@@ -209,23 +287,24 @@ def _judge_candidate(s: CampaignState, r: TrialRow, incumbent: TrialRow,
         return [LaunchConfirmation(r, i, confirmation_seed(r, i), imp) for i in range(len(confs), s.confirmations)]
     if any(c.phase != LABELLED for c in confs):
         return []
-    inc_score = _incumbent_score(s, incumbent)
     failed = [c for c in confs if not c.scored]
-    scores = [r.score] + [c.score for c in confs if c.scored and c.score is not None]
+    runs = [r] + [c for c in confs if c.scored and c.score is not None]
+    scores = [x.score or 0.0 for x in runs]
     mean = statistics.fmean(scores)
+    inc_score, on = incumbent_on(s, incumbent, [x.seed for x in runs])
     imp = s.objective.improvement(mean, inc_score)
-    runs = [r] + [c for c in confs if c.scored]
     names = ", ".join(f"#{c.number}" for c in confs)
     if failed:
         return [Judge(r, "discard", runs, mean, imp, incumbent,
-                      f"confirmation run(s) {', '.join(f'#{c.number} ({c.status})' for c in failed)} failed")]
+                      f"confirmation run(s) {', '.join(f'#{c.number} ({c.status})' for c in failed)} failed",
+                      inc_score)]
     if not s.objective.beats(mean, inc_score):
         return [Judge(r, "discard", runs, mean, imp, incumbent,
                       f"the mean of {len(scores)} runs ({names} confirming) "
-                      f"{_short_of(imp, incumbent, s.objective)}")]
+                      f"{_short_of(imp, incumbent, s.objective)}{on}", inc_score)]
     return [Judge(r, "keep", runs, mean, imp, incumbent,
                   f"the mean of {len(scores)} runs ({names} confirming) beats #{incumbent.number} by {imp:.4g} > "
-                  f"threshold {s.objective.threshold:.4g}")]
+                  f"threshold {s.objective.threshold:.4g}{on}", inc_score)]
 
 
 def _short_of(imp: float, incumbent: TrialRow, obj: Objective) -> str:
@@ -239,6 +318,23 @@ def _incumbent_score(s: CampaignState, incumbent: TrialRow) -> float:
     score = s.info.incumbent_score if s.info.incumbent_score is not None else incumbent.score
     assert score is not None
     return score
+
+
+def incumbent_on(s: CampaignState, incumbent: TrialRow, seeds: list[int]) -> tuple[float, str]:
+    """What a proposal's runs on ``seeds`` are compared with, and the words saying so: the mean of the
+    incumbent's own runs on exactly those seeds when it ran on each of them (its run, its reruns and
+    its confirmation runs: a comparison paired by seed, in which a seed's luck is the same on both
+    sides), else its promoted score (the mean of all its runs)."""
+    mine: dict[int, float] = {}
+    for x in s.rows:
+        if x.scored and x.score is not None and (
+                x.number == incumbent.number or (x.kind == "confirmation" and x.confirms == incumbent.number)
+                or (x.kind == "rerun" and x.parent == incumbent.number)):
+            mine.setdefault(x.seed, x.score)
+    if seeds and all(seed in mine for seed in seeds):
+        paired = statistics.fmean(mine[seed] for seed in seeds)
+        return paired, f" (on the same seed{'s' if len(seeds) > 1 else ''}: {', '.join(map(str, seeds))})"
+    return _incumbent_score(s, incumbent), ""
 
 
 def _in_flight(s: CampaignState) -> bool:

@@ -54,6 +54,8 @@ def register(cli: click.Group) -> None:
               help="Parallel trials of the local runner (default: CPU cores / the task's cpu_threads).")
 @click.option("--k", "k", type=float, default=None, help="Noise multiplier: a keep must beat k x sd.")
 @click.option("--confirmations", type=int, default=None, help="Confirmation runs per candidate keep.")
+@click.option("--baseline-reruns", type=click.IntRange(min=0), default=None,
+              help="Extra seeds of the baseline measuring the noise (default: the task's).")
 @click.option("--model", default=None, help="Model for the anthropic or openai backend.")
 @click.option("--base-url", default=None, metavar="URL",
               help="API server of the LLM backend, e.g. http://127.0.0.1:8000/v1 for a local vLLM, llama.cpp or "
@@ -78,7 +80,7 @@ def register(cli: click.Group) -> None:
 def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: str, specialists: str | None,
         max_trials: int, deadline_min: float | None, grace: int | None, max_usd: float | None,
         max_compute_h: float | None, in_flight: int, stagger: float, seed: int, runners: str, slots: int | None,
-        k: float | None, confirmations: int | None, model: str | None, base_url: str | None,
+        k: float | None, confirmations: int | None, baseline_reruns: int | None, model: str | None, base_url: str | None,
         price_in: float | None, price_out: float | None, thinking_budget: int, agent_time_s: float,
         agent_turns: int, agent_env: tuple[str, ...], agent_bind: tuple[str, ...], agent_network: bool, resume: bool,
         quiet: bool) -> None:
@@ -101,7 +103,8 @@ def run(ledger_url: str | None, task: str, name: str | None, backend: str, arm: 
             specialists=[s.strip() for s in specialists.split(",")] if specialists else None,
             max_trials=max_trials, deadline_s=deadline_min * 60 if deadline_min else None, grace=grace,
             max_usd=max_usd, max_compute_h=max_compute_h, in_flight=in_flight, stagger_s=stagger, seed=seed,
-            runners=runners, slots=slots or 1, k=k, confirmations=confirmations, model=model,
+            runners=runners, slots=slots or 1, k=k, confirmations=confirmations,
+            baseline_reruns=baseline_reruns, model=model,
             base_url=base_url, price_in=price_in, price_out=price_out, thinking_budget=thinking_budget,
             agent_time_s=agent_time_s, agent_turns=agent_turns, agent_env=list(agent_env),
             agent_bind=list(agent_bind), agent_network=agent_network)

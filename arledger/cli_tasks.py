@@ -152,7 +152,7 @@ def tasks_check(path: str, dry_run: bool, seed: int, data_root: Path | None, gpu
     results = check_task(path)
     c = _console()
     for r in results:
-        mark = "[green]ok  [/green]" if r.ok else "[red]FAIL[/red]"
+        mark = "[yellow]hint[/yellow]" if r.hint else "[green]ok  [/green]" if r.ok else "[red]FAIL[/red]"
         c.print(f"{mark} {escape(r.name)}: {escape(r.detail)}")
     bad = [r for r in results if not r.ok]
     if bad:

@@ -361,13 +361,15 @@ class Trial(Aggregate):
                timed_out: bool = False, wall_s: float = 0.0, cpu_s: float = 0.0, peak_rss_bytes: int = 0,
                peak_gpu_bytes: int = 0, artifact_sha: str | None = None, artifact_bytes: int = 0,
                code_bytes: int = 0, log_sha: str | None = None, log_bytes: int = 0,
-               tree_sha_after: str = "", at: float | None = None) -> ev.Event:
+               tree_sha_after: str = "", work_planned: float | None = None, work_done: float | None = None,
+               work_unit: str = "", at: float | None = None) -> ev.Event:
         self._fence(runner, epoch)
         return self._trigger(ev.TrialFinished, at=at, epoch=epoch, actor=f"runner:{runner}", exit_status=exit_status,
                              signal=signal, timed_out=timed_out, wall_s=wall_s, cpu_s=cpu_s,
                              peak_rss_bytes=peak_rss_bytes, peak_gpu_bytes=peak_gpu_bytes, artifact_sha=artifact_sha,
                              artifact_bytes=artifact_bytes, code_bytes=code_bytes, log_sha=log_sha,
-                             log_bytes=log_bytes, tree_sha_after=tree_sha_after)
+                             log_bytes=log_bytes, tree_sha_after=tree_sha_after, work_planned=work_planned,
+                             work_done=work_done, work_unit=work_unit)
 
     def record_evaluation(self, runner: str, epoch: int, actor: str, *, score: float | None,
                           evaluator: str, evaluator_sha: str, metrics: dict[str, float] | None = None,

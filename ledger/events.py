@@ -137,6 +137,7 @@ class NoisePolicyDecl(msgspec.Struct, frozen=True, kw_only=True):
     sd: float
     confirmation_runs: int = 0
     seeds_per_trial: int = 1
+    baseline_reruns: int = 0  # extra baseline runs (other seeds) the campaign measures its noise on
 
 
 class CampaignOpened(Event, frozen=True, kw_only=True):
@@ -409,6 +410,9 @@ class TrialFinished(Event, frozen=True, kw_only=True):
     log_sha: Artifact | None = None
     log_bytes: int = 0
     tree_sha_after: Digest = ""
+    work_planned: float | None = None  # a work-bounded task's runs (summed over seeds): the work the recipe
+    work_done: float | None = None  # planned and did, in work_unit (None: not reported, or time-bounded)
+    work_unit: str = ""
 
 
 class TrialEvaluated(Event, frozen=True, kw_only=True):

@@ -275,6 +275,9 @@ class TrialRow:
     exit_status: int | None = None
     timed_out: bool = False
     stopped_step: int | None = None  # the step the early-stopping rule stopped the run at
+    work_planned: float | None = None  # a work-bounded run's planned and done work (TrialFinished)
+    work_done: float | None = None
+    work_unit: str = ""
     reference_compute_s: float = 0.0  # the compute of the run it was compared with (a full run's cost)
     finished_at: float | None = None
     started_at: float | None = None

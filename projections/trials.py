@@ -344,6 +344,7 @@ class TrialTable(Projection):
         r.wall_s, r.cpu_s, r.exit_status, r.timed_out = e.wall_s, e.cpu_s, e.exit_status, e.timed_out
         r.peak_rss_bytes, r.peak_gpu_bytes = e.peak_rss_bytes, e.peak_gpu_bytes
         r.artifact_sha, r.artifact_bytes, r.code_bytes, r.log_sha = e.artifact_sha, e.artifact_bytes, e.code_bytes, e.log_sha
+        r.work_planned, r.work_done, r.work_unit = e.work_planned, e.work_done, e.work_unit
 
     def on_TrialEvaluated(self, rec: Recorded, e: ev.TrialEvaluated) -> None:
         r = self._row(e)

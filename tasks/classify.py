@@ -11,6 +11,8 @@ processes). Three things a user sees come from here:
 * :func:`classify_run` — the failure label (``oom``, ``diverged``, ``train_budget_overrun``,
   ``eval_budget_overrun``, ``crash``) or ``None`` when the run is fine, with a reason and excerpt.
 * :func:`parse_metric_lines` — the recipe's informational ``metric name=value step=N`` lines.
+* :func:`work_shortfall` — why a work-bounded run that exited cleanly is ``truncated`` (it did less
+  work than it planned, or did not say), or ``None`` when it did all of it.
 
 Scores never come from here: only evaluators produce scores.
 """
@@ -523,6 +525,24 @@ def classify_run(
             crash_excerpt(log_text, recipe_files),
         )
     return None, "", ""
+
+
+WORK_PLANNED, WORK_DONE = "work_planned", "work_done"
+"""The ``metric`` names a work-bounded recipe reports its planned work (at the start) and its done work
+(at the end) under."""
+
+
+def work_shortfall(planned: float | None, done: float | None, unit: str) -> str | None:
+    """The reason a work-bounded run is ``truncated``, or None when it did the work it planned. A run
+    that never reports both figures cannot show it is complete, so it is truncated too."""
+    if planned is None or done is None:
+        missing = " and ".join(n for n, v in ((WORK_PLANNED, planned), (WORK_DONE, done)) if v is None)
+        return (f"the run reported no {missing} (a work-bounded task's recipe prints `metric {WORK_PLANNED}=N` "
+                f"at the start and `metric {WORK_DONE}=N` at the end): it cannot show it trained all its {unit}")
+    if done < planned:
+        return (f"the run did {done:g} of the {planned:g} {unit} it planned ({100 * done / planned:.0f}%): a "
+                "work-bounded run is scored only when complete")
+    return None
 
 
 def log_tail(path: Path, limit: int = CLASSIFY_TAIL) -> str:

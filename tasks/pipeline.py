@@ -10,8 +10,9 @@
 3. prepare the task's data (once per host and task version);
 4. build the workspace (``tasks.workspace``), train once per seed (``tasks.training``), a proposal
    watched by the task's early-stopping rule against the campaign's incumbent (``tasks.early_stop``);
-5. store the artifacts and logs; ``RunStoppedEarly`` when the rule stopped it; ``TrialFinished``; a
-   failed run gets its label (``stopped_early``, ``crash``, ...) and ends here;
+5. store the artifacts and logs; ``RunStoppedEarly`` when the rule stopped it; ``TrialFinished`` (with
+   the work planned and done); a failed run gets its label (``stopped_early``, ``crash``, ``truncated``
+   ...) and ends here;
 6. the evaluator (``tasks.evaluation``); ``TrialEvaluated``; the label: ``scored`` or the failure.
 
 The runner's part ends at *scored*: what the score means for the campaign is the campaign's verdict.
@@ -134,7 +135,8 @@ def run_attempt(att: Attempt, spec: TaskSpec, slot: Slot, tdir: Path, host: Host
                                   timed_out=last.timed_out, wall_s=sum(tr.walls), cpu_s=tr.cpu_s,
                                   peak_rss_bytes=tr.peak_rss_bytes, peak_gpu_bytes=tr.peak_gpu_bytes,
                                   artifact_sha=art_sha, artifact_bytes=art_bytes, code_bytes=cb, log_sha=log_sha,
-                                  log_bytes=log_bytes, tree_sha_after=after))
+                                  log_bytes=log_bytes, tree_sha_after=after, work_planned=tr.work_planned,
+                                  work_done=tr.work_done, work_unit=spec.budgets.work_unit))
     att.begin_finishing()  # only the evaluation is left: the runner may claim this slot's next trial
     if tr.failure is not None:
         att.label(tr.failure.label, reason=tr.failure.reason, excerpt=tr.failure.excerpt)

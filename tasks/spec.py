@@ -103,11 +103,29 @@ class Commands:
     estimate: str = ""  # optional: prints the projected model bytes of a candidate (preflight)
 
 
+BOUNDS = ("time", "work")
+WORK_UNITS = ("steps", "epochs", "tokens")
+
+
 @dataclass(frozen=True)
 class Budgets:
+    """The budgets of one trial, and what bounds a run. ``bound = "work"``: the recipe trains the work
+    it plans (``metric work_planned=N`` at the start, ``work_done=N`` at the end, in ``work_unit``),
+    ``train_s`` is only a safety limit (``train_budget_overrun``), and a run that does less work than
+    it planned is ``truncated``, never scored. ``bound = "time"``: ``train_s`` is the rule itself (the
+    recipe may stop on the clock, as Parameter Golf's does). ``bound_declared`` is False for a spec
+    written before the key existed: it is time-bounded, as before, and ``tasks check`` suggests the key."""
+
     preflight_s: float
     train_s: float
     eval_s: float
+    bound: str = "time"  # time | work
+    work_unit: str = ""  # steps | epochs | tokens (bound = "work")
+    bound_declared: bool = True
+
+    @property
+    def work_bounded(self) -> bool:
+        return self.bound == "work"
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,7 @@ class NoisePolicy:
     k: float = 2.0
     sd: float = 0.0
     reruns: tuple[float, ...] = ()
+    baseline_reruns: int = 0  # extra runs of the baseline (other seeds) a campaign measures its noise on
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,7 @@ class CheckResult:
     name: str
     ok: bool
     detail: str = ""
+    hint: bool = False  # a suggestion, not a failure (ok stays True)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,12 @@ def check_task(spec_or_path: TaskSpec | str | Path) -> list[CheckResult]:
             return [CheckResult("spec", False, str(e))]
     out = [CheckResult("spec", True, f"{spec.toml_path} loads ({len(spec.surfaces)} surfaces, "
                        f"{len(spec.knobs())} knobs, {len(spec.specialists)} specialists, {len(spec.patches)} patches)")]
+    if not spec.budgets.bound_declared:
+        out.append(CheckResult("run bound", True, 'budgets.bound is not declared: runs are bounded by time (train_s), '
+                               'as before; add bound = "work" and work_unit = "steps" (or epochs, tokens) under '
+                               '[budgets] if the recipe trains a fixed amount of work and prints `metric '
+                               'work_planned=N` / `metric work_done=N`, or bound = "time" to keep the clock as the rule',
+                               hint=True))
     missing = [f for f in spec.evaluator_files if not (spec.root / f).is_file()]
     out.append(CheckResult("evaluator files exist", not missing,
                            f"missing under {spec.root}: {', '.join(missing)}; create them or fix evaluator_files"

@@ -16,8 +16,10 @@ from typing import Any
 from tasks.data import DataSource
 from tasks.knobs import knob_line, regions_of
 from tasks.spec import (
+    BOUNDS,
     EARLY_STOP_COMPARE,
     NAME_RE,
+    WORK_UNITS,
     Budgets,
     Commands,
     EarlyStop,
@@ -41,9 +43,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "task": ("name", "version", "description", "metric", "direction", "recipe_dir", "checkout",
              "recipe_files", "evaluator_files", "stage_into_workspace", "artifact"),
     "commands": ("train", "evaluate", "prepare", "estimate"),
-    "budgets": ("preflight_s", "train_s", "eval_s"),
+    "budgets": ("preflight_s", "train_s", "eval_s", "bound", "work_unit"),
     "gates": ("artifact_max_bytes", "accuracy_metric", "accuracy_min"),
-    "noise": ("min_delta", "seeds_per_trial", "confirmation_runs", "k", "sd", "reruns"),
+    "noise": ("min_delta", "seeds_per_trial", "confirmation_runs", "k", "sd", "reruns", "baseline_reruns"),
     "resources": ("gpus_per_trial", "cpu_threads", "memory_mb", "max_procs", "network"),
     "data": ("name", "package", "version", "filename", "sha256"),
     "surface": ("description", "files", "regions", "knobs"),
@@ -204,8 +206,7 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
     c.done()
 
     b = _Reader(f, top.get("budgets", "table"), "budgets", KEYS["budgets"])
-    budgets = Budgets(preflight_s=float(b.positive("preflight_s")), train_s=float(b.positive("train_s")),
-                      eval_s=float(b.positive("eval_s")))
+    budgets = _budgets(b)
     b.done()
 
     g = _Reader(f, top.get("gates", "table", required=False, default={}), "gates", KEYS["gates"])
@@ -226,6 +227,7 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
         k=float(n.positive("k", required=False, default=2.0, allow_zero=True)),
         sd=float(n.positive("sd", required=False, default=0.0, allow_zero=True)),
         reruns=tuple(float(x) for x in n.get("reruns", "list of numbers", required=False, default=[])),
+        baseline_reruns=n.positive("baseline_reruns", "int", required=False, default=0, allow_zero=True),
     )
     n.done()
 
@@ -354,6 +356,23 @@ def build_spec(f: Path, root: Path, raw: dict) -> TaskSpec:
                     commands=commands, budgets=budgets, gates=gates, noise=noise, resources=resources,
                     data=tuple(data), surfaces=surfaces, specialists=tuple(specialists), patches=tuple(patches),
                     early_stop=early_stop)
+
+
+def _budgets(b: _Reader) -> Budgets:
+    """``[budgets]``: the three budgets, and what bounds a run (see :class:`tasks.spec.Budgets`)."""
+    declared = "bound" in b.table
+    bound = b.get("bound", "string", required=False, default="time")
+    if bound not in BOUNDS:
+        b.fail("bound", f"must be \"work\" or \"time\", got {bound!r}",
+               'write bound = "work" (the recipe trains a planned number of steps, epochs or tokens; train_s '
+               'is a safety limit) or bound = "time" (train_s is the rule)')
+    unit = b.get("work_unit", "string", required=False, default="steps" if bound == "work" else "")
+    if bound == "time" and unit:
+        b.fail("work_unit", "is given but the run is bounded by time", 'remove work_unit, or set bound = "work"')
+    if bound == "work" and unit not in WORK_UNITS:
+        b.fail("work_unit", f"unknown unit {unit!r}", f"use one of: {', '.join(WORK_UNITS)}")
+    return Budgets(preflight_s=float(b.positive("preflight_s")), train_s=float(b.positive("train_s")),
+                   eval_s=float(b.positive("eval_s")), bound=bound, work_unit=unit, bound_declared=declared)
 
 
 _METRIC_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")

@@ -46,13 +46,14 @@ class Submitted:
 
 
 def noise_policy(spec: TaskSpec, *, k: float | None = None, min_delta: float | None = None,
-                 confirmations: int | None = None) -> ev.NoisePolicyDecl:
+                 confirmations: int | None = None, baseline_reruns: int | None = None) -> ev.NoisePolicyDecl:
     """The keep rule a campaign opens with: the task's, with the campaign's overrides."""
     n = spec.noise
     return ev.NoisePolicyDecl(min_delta=n.min_delta if min_delta is None else float(min_delta),
                               k=n.k if k is None else float(k), sd=n.sd,
                               confirmation_runs=n.confirmation_runs if confirmations is None else int(confirmations),
-                              seeds_per_trial=n.seeds_per_trial)
+                              seeds_per_trial=n.seeds_per_trial,
+                              baseline_reruns=n.baseline_reruns if baseline_reruns is None else int(baseline_reruns))
 
 
 def open_campaign(ledger: Ledger, spec: TaskSpec, campaign: str, *, actor: str, arm: str = "lineage",
@@ -72,7 +73,8 @@ def open_campaign(ledger: Ledger, spec: TaskSpec, campaign: str, *, actor: str, 
         name=campaign, actor=actor, task=spec.name, task_version=spec.version, task_sha=spec.content_sha(),
         metric=spec.metric, direction=spec.direction, noise_policy=policy or noise_policy(spec), arm=arm,
         specialists=[ev.SpecialistDecl(name=s.name, surface=s.surface, preamble=s.preamble) for s in spec.specialists],
-        budgets={"preflight_s": b.preflight_s, "train_s": b.train_s, "eval_s": b.eval_s}, config=cfg,
+        budgets={"preflight_s": b.preflight_s, "train_s": b.train_s, "eval_s": b.eval_s}, config=cfg | {
+            "bound": b.bound, "work_unit": b.work_unit},
         harness_version=ARLEDGER_VERSION, seed=seed, baseline_sha=base_sha, baseline_tree=wsp.tree_sha(base),
         task_bundle_sha=bundle.record(ledger, spec))
     try:

@@ -6,7 +6,8 @@ attempt's :class:`~tasks.early_stop.Watch` (a stop it calls for ends the run at 
 ``stopped_early``, the :class:`~tasks.early_stop.Stop` in ``Training.stopped``), and after each seed
 checks what the run may not do: change a
 staged evaluator file (``illegal_edit``), fail (``classify_run``'s label: crash, oom, diverged,
-train_budget_overrun), or leave links or special files in its output (``illegal_edit``). The first
+train_budget_overrun), leave links or special files in its output (``illegal_edit``), or, in a
+work-bounded task, do less work than it planned (``truncated``: ``classify.work_shortfall``). The first
 failure ends the trial's training. It returns a :class:`Training` value; recording it is the
 caller's.
 """
@@ -63,6 +64,14 @@ class Training:
     last: sandbox.RunResult | None = None
     failure: Failure | None = None
     stopped: Stop | None = None  # the early-stopping rule ended the run
+    work_planned: float | None = None  # summed over the runs that reported it (work-bounded tasks)
+    work_done: float | None = None
+
+    def add_work(self, planned: float | None, done: float | None) -> None:
+        if planned is not None:
+            self.work_planned = (self.work_planned or 0.0) + planned
+        if done is not None:
+            self.work_done = (self.work_done or 0.0) + done
 
 
 def seeds_for(given: list[int], n: int) -> list[int]:
@@ -99,10 +108,14 @@ def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view:
                                      "data": str(train_view)}).argv(spec.commands.train)
         log_path = tdir / "logs" / f"train-{i}.log"
         run_stop = _Either(stop)
+        work: dict[str, float] = {}  # this run's latest work_planned / work_done
 
-        def on_line(line: str, seed: int = seed, run_stop: _Either = run_stop) -> None:
+        def on_line(line: str, seed: int = seed, run_stop: _Either = run_stop, work: dict[str, float] = work) -> None:
             if line.startswith("metric"):
                 pts = classify.parse_metric_lines(line)
+                for _, name, value in pts:
+                    if name in (classify.WORK_PLANNED, classify.WORK_DONE):
+                        work[name] = value
                 if pts:
                     on_points(seed, pts)
                     if watch is not None and watch.see(pts) is not None:
@@ -120,6 +133,7 @@ def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view:
         out.cpu_s += res.cpu_s
         out.peak_rss_bytes = max(out.peak_rss_bytes, res.peak_rss_bytes)
         out.peak_gpu_bytes = max(out.peak_gpu_bytes, res.peak_gpu_bytes)
+        out.add_work(work.get(classify.WORK_PLANNED), work.get(classify.WORK_DONE))
         if res.stopped and not stop.is_set() and watch is not None and watch.fired is not None:
             out.stopped = watch.fired
             changed = wsp.evaluator_changes(spec, ws, expected)
@@ -127,6 +141,12 @@ def train(spec: TaskSpec, *, seeds: list[int], ws: Path, tdir: Path, train_view:
                 if changed else Failure("stopped_early", watch.fired.reason)
             return out
         out.failure = _check_run(spec, res, ws, run_dir, log_path, expected, seed if len(seeds) > 1 else None)
+        if out.failure is None and spec.budgets.work_bounded:
+            short = classify.work_shortfall(work.get(classify.WORK_PLANNED), work.get(classify.WORK_DONE),
+                                            spec.budgets.work_unit)
+            if short is not None:
+                out.failure = Failure("truncated", f"seed {seed}: {short}" if len(seeds) > 1 else short,
+                                      classify.log_tail(log_path)[-classify.EXCERPT_MAX:].strip())
         if out.failure is not None:
             return out
     return out

@@ -94,7 +94,7 @@ def campaign(work: Path, name: str, steps: int, rule: str | None) -> dict[int, R
     led, _, _ = init_ledger(f"sqlite:{work}/{name}/ledger.db")
     try:
         cfg = CampaignConfig(task=str(task), name=name, backend=f"replay:{replay}", specialists=["opt"],
-                             max_trials=len(MOVES), confirmations=0, seed=1, slots=1)
+                             max_trials=len(MOVES), confirmations=0, baseline_reruns=0, seed=1, slots=1)
         CampaignLoop(led, spec, cfg, backend=ReplayBackend(replay)).run(poll_s=0.1)
         rows = Projector.from_ledger(led).trials.rows(ev.campaign_id_for(name))
         steps: dict[object, int] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -108,6 +109,52 @@ def test_heuristic_campaign_confirms_an_improvement(env):
     assert camp["best_runs"] == len(last.evidence) == 2 and out.best == pytest.approx(last.score)
     res = CliRunner().invoke(cli, ["status", "--ledger", url], catch_exceptions=False)
     assert f"(#{last.number}, n=2)" in res.output
+
+
+def test_a_campaign_measures_its_noise_and_uses_it_in_the_threshold(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ARLEDGER_CACHE", str(open_dir(tmp_path / "cache")))
+    task = toy_task(open_dir(tmp_path / "toy"))
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace("sd = 0.001", "sd = 0.001\nbaseline_reruns = 2\nreruns = [1.0, 1.001]"))
+    train = task / "recipe" / "train.py"  # the score moves with the seed: VALUE + 0.004 x (7 seed mod 5 - 2)
+    train.write_text(train.read_text().replace(
+        "FORMAT.format(value=VALUE)", "FORMAT.format(value=VALUE + 0.004 * ((7 * int(os.environ['ARLEDGER_SEED'])) % 5 - 2))"))
+    spec = load_task(task)
+    led, _, _ = init_ledger(f"sqlite:{tmp_path}/ledger.db", tmp_path / "signing.key")
+    try:
+        out = CampaignLoop(led, spec, CampaignConfig(task=str(task), name="noisy", max_trials=3, seed=1)).run(poll_s=0.05)
+        assert out.closed and out.improved, out
+        proposed = {e.originator_id: e for e in events_of(led, ev.TrialProposed)}
+        reruns = [e for e in proposed.values() if e.kind == "rerun"]
+        assert [(e.seed, e.parent_id == ev.trial_id_for(ev.campaign_id_for("noisy"), 0)) for e in reruns] == \
+            [(1001, True), (1002, True)]  # the baseline on 2 more seeds, before any proposal
+        first_proposal = min(e.originator_version for e in proposed.values() if e.kind == "proposal")
+        assert first_proposal >= 0
+        scores = {e.originator_id: e.score for e in events_of(led, ev.TrialEvaluated)}
+        base_runs = [scores[ev.trial_id_for(ev.campaign_id_for("noisy"), n)] for n in (0, 1, 2)]
+        assert base_runs == pytest.approx([1.0, 1.0, 1.008])
+        noise = events_of(led, ev.NoiseMeasured)
+        assert noise[0].source == "declared" and noise[0].values == [1.0, 1.001] and noise[0].sd == 0.001
+        pooled = noise[1]
+        assert pooled.source == "pooled" and pooled.values[:2] == [1.0, 1.001] and len(pooled.trials) == 3
+        assert pooled.values[2:] == pytest.approx(base_runs)
+        assert pooled.sd == pytest.approx(((0.001 ** 2 + 2 * statistics.variance(base_runs)) / 3) ** 0.5)
+        # the baseline is promoted with the mean of its three runs
+        base_promo = next(e for e in events_of(led, ev.IncumbentPromoted) if e.number == 0)
+        assert base_promo.score == pytest.approx(statistics.fmean(base_runs)) and len(base_promo.evidence) == 3
+        # every verdict states the sd it used, how many runs it rests on, and where it came from
+        verdicts = events_of(led, ev.TrialJudged)
+        assert verdicts and all(v.threshold.sd_source == "pooled" for v in verdicts)
+        first = verdicts[0].threshold
+        assert (first.sd, first.sd_runs) == (pytest.approx(pooled.sd), 5) and "over 5 runs [pooled]" in first.rule
+        assert first.value == pytest.approx(max(0.01, 2 * pooled.sd))
+        # the confirmation run of a candidate is measured too, before its verdict
+        if any(v.verdict == "keep" and len(v.runs) > 1 for v in verdicts):
+            assert len(noise) >= 3 and noise[-1].source == "pooled" and len(noise[-1].trials) >= 5
+        assert verify(led).ok
+    finally:
+        led.close()
 
 
 def test_anthropic_backend_in_a_campaign(env):

@@ -258,13 +258,13 @@ def test_no_configuration_is_ever_proposed_twice():
 
 def test_combines_a_raced_sibling_keep_onto_the_incumbent():
     ctx = Ctx("sched")
-    ctx.add(0, "sched", status="keep", score=1.45, knobs={"MAX_STEPS": 2000})  # 1
+    ctx.add(0, "sched", status="keep", score=1.45, knobs={"WARMUP_STEPS": 40})  # 1
     ctx.add(0, "opt", status="keep", score=1.40, knobs={"LR": 0.002})  # 2: raced, now the incumbent
     assert ctx.incumbent() == 2
     p = HeuristicBackend().propose(ctx)
     assert p.parent == 2
-    assert changed_knobs(ctx, p) == {"MAX_STEPS": (1000, 2000)}
-    assert "#1" in p.hypothesis and "MAX_STEPS 1000 → 2000" in p.hypothesis and "Combine" in p.hypothesis
+    assert changed_knobs(ctx, p) == {"WARMUP_STEPS": (10, 40)}
+    assert "#1" in p.hypothesis and "WARMUP_STEPS 10 → 40" in p.hypothesis and "Combine" in p.hypothesis
     assert p.expected_delta == pytest.approx(-0.05)
 
     # the opt specialist does not borrow a sched knob: its diff stays on the opt surface
@@ -358,17 +358,17 @@ def test_a_bold_probe_that_pays_is_followed_with_the_same_stride():
 
 def test_a_costly_move_marks_a_sensitive_knob_whose_other_direction_goes_first():
     ctx = Ctx("sched")  # threshold 0.01
-    ctx.add(0, "sched", status="discard", score=1.80, knobs={"MAX_STEPS": 250})  # cost 0.30: 30x the threshold
+    ctx.add(0, "sched", status="discard", score=1.80, knobs={"WARMUP_STEPS": 2})  # cost 0.30: 30x the threshold
     for seed in range(5):
         p = HeuristicBackend(seed=seed).propose(ctx)
-        assert changed_knobs(ctx, p) == {"MAX_STEPS": (1000, 3000)}, p.hypothesis  # x4, clamped to the range
-        assert "#1" in p.hypothesis and "MAX_STEPS matters here" in p.hypothesis and "reverse-sensitive" in p.notes
+        assert changed_knobs(ctx, p) == {"WARMUP_STEPS": (10, 40)}, p.hypothesis  # x4 the other way
+        assert "#1" in p.hypothesis and "WARMUP_STEPS matters here" in p.hypothesis and "reverse-sensitive" in p.notes
     # a loss inside the noise says nothing about the knob: untouched knobs and patches come first
     quiet = Ctx("sched")
-    quiet.add(0, "sched", status="discard", score=1.505, knobs={"MAX_STEPS": 250})
+    quiet.add(0, "sched", status="discard", score=1.505, knobs={"WARMUP_STEPS": 2})
     for seed in range(5):
         p = HeuristicBackend(seed=seed).propose(quiet)
-        assert "MAX_STEPS" not in changed_knobs(quiet, p), p.hypothesis
+        assert "WARMUP_STEPS" not in changed_knobs(quiet, p), p.hypothesis
 
 
 def test_an_exhausted_surface_fails_empty():

@@ -9,7 +9,7 @@ import pytest
 
 from agents import policy as pol
 from ledger.objective import Objective
-from projections.records import CampaignInfo, TrialRow, Verdict
+from projections.records import CampaignInfo, Promotion, TrialRow, Verdict
 
 CID = uuid.uuid4()
 OBJ = Objective("min", min_delta=0.01, k=2.0, sd=0.001)  # threshold 0.01
@@ -28,6 +28,7 @@ def info(incumbent: tuple[int, float] | None = (0, 1.0), *, closed: bool = False
     c = CampaignInfo(campaign_id=CID, name="c", direction="min")
     if incumbent is not None:
         c.incumbent_number, c.incumbent_score = incumbent
+        c.promotions.append(Promotion(0, uuid.uuid5(CID, "0"), 1.0, None, None, None, 0.01, 0.001, 1, 0.0, "a", "baseline"))
     if closed:
         c.closed_at = 1.0
     return c
@@ -166,9 +167,111 @@ def test_a_closed_campaign_decides_nothing() -> None:
 
 
 def test_max_direction_uses_the_same_rule() -> None:
-    up = pol.CampaignState(info=CampaignInfo(campaign_id=CID, name="c", direction="max", incumbent_number=0,
-                                             incumbent_score=1.0),
+    up_info = info()
+    up_info.direction = "max"
+    up = pol.CampaignState(info=up_info,
                            rows=[BASE, row(1, score=1.2)], objective=Objective("max", min_delta=0.01), confirmations=0,
                            budgets=pol.Budgets(), specialists=["opt"])
     keep = pol.decide(up)[0]
     assert isinstance(keep, pol.Judge) and keep.verdict == "keep" and keep.improvement == pytest.approx(0.2)
+
+
+# noise measured in the campaign --------------------------------------------------------------------
+
+
+def noisy(rows: list[TrialRow], *, inc: tuple[int, float] | None, reruns: int = 2, obj: Objective = OBJ,
+          declared: tuple[float, ...] = (1.0, 1.002, 0.998), confirmations: int = 1) -> pol.CampaignState:
+    """A campaign that measures its noise: declared sd 0.002 over 3 reruns, ``reruns`` baseline reruns."""
+    return pol.CampaignState(info=info(inc), rows=rows, objective=obj, confirmations=confirmations,
+                             budgets=pol.Budgets(max_trials=10), specialists=["opt", "arch"], baseline_reruns=reruns,
+                             measure_noise=True, declared_sd=0.002, declared_reruns=declared)
+
+
+DECLARED = Objective("min", min_delta=0.001, k=2.0, sd=0.002, sd_runs=3, sd_source="declared")
+
+
+def test_the_baseline_is_rerun_on_other_seeds_and_promoted_with_the_mean_of_its_runs() -> None:
+    acts = pol.decide(noisy([BASE], inc=None, obj=DECLARED))
+    assert kinds(acts) == ["LaunchRerun", "LaunchRerun"]
+    assert [(a.of.number, a.index, a.seed) for a in acts] == [(0, 0, 1000), (0, 1, 1001)]  # type: ignore[attr-defined]
+    r1 = row(1, kind="rerun", score=1.01, specialist="baseline", seed=1000)
+    running = row(2, kind="rerun", label=None, score=None, phase="running", specialist="baseline", seed=1001)
+    assert pol.decide(noisy([BASE, r1, running], inc=None, obj=DECLARED)) == []  # no proposal before they are in
+    r2 = row(2, kind="rerun", score=0.99, specialist="baseline", seed=1001)
+    [measure] = pol.decide(noisy([BASE, r1, r2], inc=None, obj=DECLARED))
+    assert isinstance(measure, pol.MeasureNoise)
+    est = measure.estimate
+    # pooled: the declared sd (3 reruns, 2 degrees of freedom) with the baseline's 3 runs (sd 0.01, 2 df)
+    assert est.source == "pooled" and est.runs == 6 and est.measured_runs == 3
+    assert est.measured_sd == pytest.approx(0.01)
+    assert est.sd == pytest.approx(((2 * 0.002 ** 2 + 2 * 0.01 ** 2) / 4) ** 0.5)
+    assert measure.values == [1.0, 1.002, 0.998, 1.0, 1.01, 0.99] and [r.number for r in measure.trials] == [0, 1, 2]
+    # recorded: the baseline is promoted with the mean of its three runs
+    recorded = DECLARED.with_noise(est.sd, est.runs, est.source)
+    [promote] = pol.decide(noisy([BASE, r1, r2], inc=None, obj=recorded))
+    assert isinstance(promote, pol.PromoteBaseline)
+    assert promote.score == pytest.approx(1.0) and [r.number for r in promote.runs] == [0, 1, 2]
+
+
+def test_a_failed_rerun_is_left_out_of_the_noise_and_the_mean() -> None:
+    r1 = row(1, kind="rerun", score=1.03, specialist="baseline", seed=1000)
+    r2 = row(2, kind="rerun", label="crash", score=None, specialist="baseline", seed=1001)
+    [measure] = pol.decide(noisy([BASE, r1, r2], inc=None, obj=DECLARED))
+    assert isinstance(measure, pol.MeasureNoise) and measure.estimate.measured_runs == 2
+    est = measure.estimate
+    [promote] = pol.decide(noisy([BASE, r1, r2], inc=None, obj=DECLARED.with_noise(est.sd, est.runs, est.source)))
+    assert isinstance(promote, pol.PromoteBaseline) and promote.score == pytest.approx(1.015)
+
+
+def test_confirmation_runs_are_measured_before_the_candidate_is_judged() -> None:
+    cand = row(3, status="candidate", score=0.95)
+    conf = row(4, kind="confirmation", confirms=3, score=0.97, seed=1000)
+    # the baseline's noise is recorded; the candidate's pair of runs is new evidence
+    base_noise = DECLARED  # (no reruns in this campaign: the declared figure)
+    acts = pol.decide(noisy([BASE, cand, conf], inc=(0, 1.0), reruns=0, obj=base_noise))
+    assert kinds(acts) == ["MeasureNoise"]  # alone: the verdict after it uses the new threshold
+    est = acts[0].estimate  # type: ignore[attr-defined]
+    assert est.source == "pooled" and est.runs == 5 and est.measured_sd == pytest.approx(0.02 / 2 ** 0.5)
+    recorded = DECLARED.with_noise(est.sd, est.runs, est.source)
+    # k x sd is now ~0.017: the mean (0.96) still beats 1.0 by 0.04 -> keep
+    [judge] = pol.decide(noisy([BASE, cand, conf], inc=(0, 1.0), reruns=0, obj=recorded))
+    assert isinstance(judge, pol.Judge) and judge.verdict == "keep"
+    # nothing new: no second measurement
+    assert not any(isinstance(a, pol.MeasureNoise) for a in pol.decide(noisy([BASE, cand, conf], inc=(0, 1.0),
+                                                                             reruns=0, obj=recorded)))
+
+
+def test_with_nothing_declared_the_noise_is_the_measured_one() -> None:
+    r1 = row(1, kind="rerun", score=1.02, specialist="baseline", seed=1000)
+    state_ = noisy([BASE, r1], inc=None, reruns=1, declared=(), obj=Objective("min", min_delta=0.001))
+    state_ = pol.CampaignState(**{**state_.__dict__, "declared_sd": 0.0})
+    [measure] = pol.decide(state_)
+    assert isinstance(measure, pol.MeasureNoise)
+    assert (measure.estimate.source, measure.estimate.runs) == ("measured", 2)
+    assert measure.estimate.sd == pytest.approx(0.02 / 2 ** 0.5) and measure.values == [1.0, 1.02]
+
+
+def test_a_proposal_is_compared_with_the_incumbent_on_the_same_seeds() -> None:
+    # the baseline ran on seeds 0, 1000 and 1001 (mean 0.99); seed 0 was its unlucky one (1.0)
+    base = row(0, kind="baseline", score=1.0, specialist="baseline", parent=None, seed=0)
+    reruns = [row(1, kind="rerun", score=0.98, specialist="baseline", seed=1000),
+              row(2, kind="rerun", score=0.99, specialist="baseline", seed=1001)]
+    s = noisy([base, *reruns, row(3, score=0.985, seed=0)], inc=(0, 0.99), obj=OBJ)
+    s = pol.CampaignState(**{**s.__dict__, "measure_noise": False})
+    [judge, *confs] = pol.decide(s)
+    # against the mean (0.99) it would gain 0.005 < 0.01; against seed 0's own 1.0 it gains 0.015
+    assert isinstance(judge, pol.Judge) and judge.verdict == "candidate" and judge.incumbent_score == 1.0
+    assert judge.improvement == pytest.approx(0.015) and "(on the same seed: 0)" in judge.reason
+    assert [c.seed for c in confs] == [1000]  # type: ignore[attr-defined]
+    # its confirmation on seed 1000 is compared with the baseline's seed-1000 run: mean(0.985, 0.965) vs 0.99
+    cand = row(3, status="candidate", score=0.985, seed=0)
+    conf = row(4, kind="confirmation", confirms=3, score=0.965, seed=1000)
+    s = pol.CampaignState(**{**s.__dict__, "rows": [base, *reruns, cand, conf]})
+    [keep] = pol.decide(s)
+    assert isinstance(keep, pol.Judge) and keep.verdict == "keep" and keep.incumbent_score == pytest.approx(0.99)
+    assert keep.mean == pytest.approx(0.975) and keep.improvement == pytest.approx(0.015)
+    assert "(on the same seeds: 0, 1000)" in keep.reason
+    # an incumbent with no run on a proposal's seed: its promoted mean (0.99 here)
+    lone = pol.CampaignState(**{**s.__dict__, "rows": [base, *reruns, row(3, score=0.95, seed=7)]})
+    [j, *_] = pol.decide(lone)
+    assert isinstance(j, pol.Judge) and j.incumbent_score == 0.99 and "same seed" not in j.reason

@@ -27,6 +27,21 @@ def test_run_prints_each_trial_in_the_words_of_its_state(world: World, tmp_path:
     assert resumed.exit_code == 0  # closed campaigns resume into an immediate close: nothing more to do
 
 
+def test_run_measures_the_noise_on_baseline_reruns_and_says_so(world: World, tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path}/l/ledger.db"
+    res = invoke("run", "--ledger", url, "--task", str(world.task), "--name", "n1", "--max-trials", "1",
+                 "--baseline-reruns", "2", "--quiet", "--seed", "1", env={"ARLEDGER_CACHE": str(world.root / "cache")})
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "#1 baseline: rerun of #0 value 1" in out and "#2 baseline: rerun of #0 value 1" in out
+    # the stand-in's score does not move with the seed: measured sd 0, pooled with the declared 0.001
+    assert re.search(r"noise: sd [\d.e-]+ \(measured 0 over 3 runs in 1 group\(s\), pooled with the declared "
+                     r"figure\); keep threshold now 0\.01", out), out
+    assert out.index("rerun of #0") < out.index("#3 opt:")  # the reruns come before the first proposal
+    bad = invoke("run", "--ledger", url, "--task", str(world.task), "--baseline-reruns", "-1", "--quiet")
+    assert bad.exit_code == 2 and "--baseline-reruns" in bad.output
+
+
 def test_run_mistakes_are_one_line_and_create_nothing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     res = invoke("run", "--resume")

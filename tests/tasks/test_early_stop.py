@@ -128,7 +128,7 @@ def _campaign(tmp_path: Path, name: str, *, rule: bool) -> tuple[str, Path]:
     led, _, _ = init_ledger(url)
     try:
         cfg = CampaignConfig(task=str(task), name=name, backend=f"replay:{replay}", specialists=["opt"],
-                             max_trials=2, confirmations=0, seed=1)
+                             max_trials=2, confirmations=0, baseline_reruns=0, seed=1)
         CampaignLoop(led, spec, cfg, backend=ReplayBackend(replay)).run(poll_s=0.05)
     finally:
         led.close()

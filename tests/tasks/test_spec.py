@@ -149,6 +149,29 @@ def test_the_toy_task_loads_and_checks(tmp_path):
     assert load_task(tmp_path / "toy" / "task.toml") == spec
 
 
+def test_a_spec_written_before_bound_loads_time_bounded_and_check_suggests_the_key(tmp_path):
+    spec = load_task(make_task(tmp_path / "old"))  # TOML has no [budgets] bound: written before it existed
+    b = spec.budgets
+    assert (b.bound, b.work_unit, b.bound_declared, b.work_bounded, b.train_s) == ("time", "", False, False, 60)
+    results = {r.name: r for r in check_task(spec)}
+    hint = results["run bound"]
+    assert hint.ok and hint.hint and 'bound = "work"' in hint.detail and "as before" in hint.detail
+    assert all(r.ok for r in results.values())  # a hint, not a failure
+    work = load_task(make_task(tmp_path / "new", sub("train_s = 60", 'train_s = 60\nbound = "work"')))
+    assert (work.budgets.bound, work.budgets.work_unit, work.budgets.bound_declared) == ("work", "steps", True)
+    assert "run bound" not in {r.name for r in check_task(work)}
+    epochs = load_task(make_task(tmp_path / "ep", sub("train_s = 60", 'train_s = 60\nbound = "work"\n'
+                                                      'work_unit = "epochs"')))
+    assert epochs.budgets.work_unit == "epochs"
+
+
+def test_the_mini_tasks_are_bounded_by_work_and_the_real_ones_by_time():
+    got = {n: (load_task(n).budgets.bound, load_task(n).budgets.work_unit) for n in builtin_tasks()}
+    assert got == {"golf-mini": ("work", "steps"), "nanochat-mini": ("work", "steps"),
+                   "airbench-mini": ("work", "epochs"), "parameter-golf": ("time", ""), "nanochat-d12": ("time", ""),
+                   "airbench96": ("time", "")}
+
+
 def test_builtin_names_resolve():
     names = builtin_tasks()
     assert "golf-mini" in names
@@ -273,6 +296,12 @@ BAD_SPECS = [
     ("accuracy gate half-given", sub("artifact_max_bytes = 100_000", 'accuracy_metric = "acc"'), RECIPE,
      "gates.accuracy_min", "needs both"),
     ("toml syntax", sub('direction = "min"', "direction = min"), RECIPE, "", "not valid TOML"),
+    ("unknown bound", sub("train_s = 60", 'train_s = 60\nbound = "steps"'), RECIPE, "budgets.bound",
+     'must be "work" or "time"'),
+    ("work unit on a time bound", sub("train_s = 60", 'train_s = 60\nbound = "time"\nwork_unit = "steps"'), RECIPE,
+     "budgets.work_unit", "bounded by time"),
+    ("unknown work unit", sub("train_s = 60", 'train_s = 60\nbound = "work"\nwork_unit = "batches"'), RECIPE,
+     "budgets.work_unit", "unknown unit 'batches'"),
 ]
 
 

@@ -142,6 +142,8 @@ optimizer = make_optimizer(model)
 gen = torch.Generator().manual_seed(SEED)
 step = 0
 model.train()
+print(f"metric work_planned={EPOCHS} step=0", flush=True)  # bounded by work: every epoch runs
+epochs_done = 0
 for _ in range(EPOCHS):
     images = augment(train_images, gen)
     order = torch.randperm(N, generator=gen).to(DEVICE)
@@ -159,8 +161,10 @@ for _ in range(EPOCHS):
     print(f"metric train_loss={loss.item():.4f} step={step}", flush=True)
     if LOG_TRAIN_ACC:
         print(f"metric train_acc={train_accuracy():.4f} step={step}", flush=True)
+    epochs_done += 1
 
 OUT.mkdir(parents=True, exist_ok=True)
 save_weights(model.state_dict(), OUT / "model.npz")
 (OUT / "model.json").write_text(json.dumps(config, indent=1) + "\n")
 print(f"metric train_seconds={time.time() - T_START:.2f} step={step}", flush=True)
+print(f"metric work_done={epochs_done} step={step}", flush=True)

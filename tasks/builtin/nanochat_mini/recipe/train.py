@@ -136,6 +136,8 @@ def lr_at(step: int) -> float:
 opt = make_optimizer(model)
 model.train()
 smooth = None
+print(f"metric work_planned={MAX_STEPS} step=0", flush=True)  # bounded by work: every step runs
+steps_done = 0
 for step in range(MAX_STEPS):
     for group in opt.param_groups:
         group["lr"] = lr_at(step) * group.get("lr_mult", 1.0)
@@ -154,9 +156,11 @@ for step in range(MAX_STEPS):
     smooth = loss_value if smooth is None else 0.9 * smooth + 0.1 * loss_value
     if step % LOG_EVERY == 0 or step == MAX_STEPS - 1:
         print(f"metric train_loss={smooth:.4f} step={step}", flush=True)
+    steps_done = step + 1
 # endregion
 
 OUT.mkdir(parents=True, exist_ok=True)
 save_weights({k: v.detach().float() for k, v in model.state_dict().items()}, OUT / "model.npz")
 (OUT / "model.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
 print(f"metric train_seconds={time.time() - T_START:.1f} step={MAX_STEPS}", flush=True)
+print(f"metric work_done={steps_done} step={MAX_STEPS}", flush=True)
