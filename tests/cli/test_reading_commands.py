@@ -42,7 +42,8 @@ def test_show_of_a_keep_shows_its_verdict_and_evidence(world: World) -> None:
     out = res.output
     assert f"#{keep['number']:03d}" in out and "· keep" in out
     assert "Verdict: keep by agent:campaign" in out and "confirming" in out
-    assert "Evidence: runs #" in out and "threshold max(min_delta" in out and "policy noise-aware" in out
+    flat = " ".join(out.split())  # the evidence line wraps to the terminal
+    assert "Evidence: runs #" in flat and "threshold max(min_delta" in flat and "policy noise-aware" in flat
     assert "relabelled" not in out and "corrected" not in out  # a keep is a verdict, not a correction
     d = json.loads(world.run("show", str(keep["number"]), "--json").output)
     assert d["state"] == "keep" and d["label"] == "scored" and d["verdict"]["verdict"] == "keep"

@@ -169,7 +169,7 @@ def test_the_mini_tasks_are_bounded_by_work_and_the_real_ones_by_time():
     got = {n: (load_task(n).budgets.bound, load_task(n).budgets.work_unit) for n in builtin_tasks()}
     assert got == {"golf-mini": ("work", "steps"), "nanochat-mini": ("work", "steps"),
                    "airbench-mini": ("work", "epochs"), "parameter-golf": ("time", ""), "nanochat-d12": ("time", ""),
-                   "airbench96": ("time", "")}
+                   "airbench96": ("time", ""), "tick": ("time", "")}
 
 
 def test_builtin_names_resolve():
