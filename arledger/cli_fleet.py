@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import click
 
 from arledger import layout
-from arledger.options import CAMPAIGN, JSON, LEDGER, actor_name, campaign_name, open_ledger
+from arledger.options import CAMPAIGN, JSON, LEDGER, actor_name, campaign_name, open_ledger, write_command
 from ledger import events as ev
-from ledger.aggregates import CommandRefused, Trial
-from ledger.app import ConflictError, Ledger
-
-ATTEMPTS = 20
+from ledger.aggregates import Trial
+from ledger.app import Ledger
 
 RUNNER_COLUMNS = (layout.Column("RUNNER", 0), layout.Column("STATE", 0), layout.Column("TRIALS", 0),
                   layout.Column("LAST SEEN", 1, right=True), layout.Column("HOST", 2), layout.Column("SLOTS", 3, True),
@@ -89,23 +88,19 @@ def runners_cmd(ledger_url: str | None, as_json: bool, show_all: bool, wide: boo
         click.echo(line)
 
 
-def _trial_write(led: Ledger, campaign: str | None, number: int, act: object) -> tuple[str, Trial, list[ev.Event]]:
+def _trial_write(led: Ledger, campaign: str | None, number: int,
+                 act: Callable[[Trial], ev.Event | list[ev.Event]]) -> tuple[str, Trial, list[ev.Event]]:
     name = campaign_name(led, campaign)
     tid = ev.trial_id_for(ev.campaign_id_for(name), number)
-    for _ in range(ATTEMPTS):
+
+    def load() -> Trial:
         t = led.load(Trial, tid)
         if t.proposed is None:
             raise click.ClickException(f"campaign {name} has no trial {number} (`arledger status` lists them)")
-        try:
-            out = act(t)  # type: ignore[operator]
-        except CommandRefused as e:
-            raise click.ClickException(str(e)) from None
-        try:
-            led.save(t)
-            return name, t, out if isinstance(out, list) else [out]
-        except ConflictError:
-            time.sleep(0.05)  # its runner renewed the lease meanwhile: look again
-    raise click.ClickException(f"trial {number} kept changing under this command ({ATTEMPTS} attempts); try again")
+        return t
+
+    t, out = write_command(led, load, act, f"trial {number}")  # its runner may renew the lease meanwhile
+    return name, t, out if isinstance(out, list) else [out]
 
 
 REASON = click.option("--reason", required=True, help="Why (recorded with the event).")

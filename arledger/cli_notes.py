@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import click
 
-from arledger.options import CAMPAIGN, JSON, LEDGER, actor_name, campaign_name, open_ledger
+from arledger.options import CAMPAIGN, JSON, LEDGER, actor_name, campaign_name, open_ledger, write_command
 from ledger import events as ev
-from ledger.aggregates import Campaign, CommandRefused
-from ledger.app import ConflictError, Ledger
-
-ATTEMPTS = 20  # a running campaign writes to the same aggregate: reload and retry on a conflict
+from ledger.aggregates import Campaign
+from ledger.app import Ledger
 
 
 def register(cli: click.Group) -> None:
@@ -29,21 +28,10 @@ def register(cli: click.Group) -> None:
     cli.add_command(notes_cmd)
 
 
-def _write(led: Ledger, name: str, act: object) -> ev.Event:
+def _write(led: Ledger, name: str, act: Callable[[Campaign], ev.Event]) -> ev.Event:
     """Apply ``act(campaign)`` to the campaign and save it, retrying while a running loop writes."""
     cid = ev.campaign_id_for(name)
-    for _ in range(ATTEMPTS):
-        camp = led.load(Campaign, cid)
-        try:
-            event = act(camp)  # type: ignore[operator]
-        except CommandRefused as e:
-            raise click.ClickException(str(e)) from None
-        try:
-            led.save(camp)
-            return event
-        except ConflictError:
-            time.sleep(0.05)
-    raise click.ClickException(f"campaign {name} kept changing under this command ({ATTEMPTS} attempts); try again")
+    return write_command(led, lambda: led.load(Campaign, cid), act, f"campaign {name}")[1]
 
 
 @click.command("note")

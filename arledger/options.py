@@ -14,12 +14,16 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from ledger import events as ev
-from ledger.app import Ledger
+from ledger.aggregates import Aggregate, CommandRefused
+from ledger.app import ConflictError, Ledger
 from ledger.artifacts import ArtifactError
 from ledger.store import LedgerError
 
@@ -103,3 +107,25 @@ def actor_name(by: str | None) -> str:
     """``human:NAME`` of ``--by NAME`` (an ``actor:name`` as given), default the user's login."""
     who = (by or "").strip() or getpass.getuser()
     return who if ":" in who else f"human:{who}"
+
+
+A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R")
+WRITE_ATTEMPTS = 20  # a running campaign or runner writes to the same aggregate: reload and retry
+
+
+def write_command(led: Ledger, load: Callable[[], A], act: Callable[[A], R], what: str) -> tuple[A, R]:
+    """A command by hand on a live aggregate: ``act(load())`` then save, reloading and retrying while
+    the campaign or a runner writes to it meanwhile; a refusal is the user's message."""
+    for _ in range(WRITE_ATTEMPTS):
+        agg = load()
+        try:
+            out = act(agg)
+        except CommandRefused as e:
+            raise click.ClickException(str(e)) from None
+        try:
+            led.save(agg)
+            return agg, out
+        except ConflictError:
+            time.sleep(0.05)
+    raise click.ClickException(f"{what} kept changing under this command ({WRITE_ATTEMPTS} attempts); try again")

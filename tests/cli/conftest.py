@@ -4,6 +4,7 @@ runner. Commands then read it through click's CliRunner as a user would."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,15 @@ class World:
         """``arledger ARGS`` against this world's ledger (``--ledger`` given through the environment)."""
         return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False,
                                   env={"ARLEDGER_LEDGER": self.url, **(env or {})})
+
+    def trials(self) -> list[dict]:
+        """Every trial of the lineage tree (``lineage --json``), in trial order."""
+        out, stack = [], list(json.loads(self.run("lineage", "--json").output)["tree"])
+        while stack:
+            n = stack.pop()
+            out.append(n)
+            stack.extend(n.get("children", []))
+        return sorted(out, key=lambda n: n["number"])
 
 
 def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:

@@ -27,16 +27,6 @@ def page(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "index.html"
 
 
-def _trials(world: World) -> list[dict]:
-    tree = json.loads(world.run("lineage", "--json").output)["tree"]
-    out, stack = [], list(tree)
-    while stack:
-        n = stack.pop()
-        out.append(n)
-        stack.extend(n.get("children", []))
-    return sorted(out, key=lambda n: n["number"])
-
-
 def test_the_page_is_one_self_contained_file_with_every_trial(world: World, page: Path) -> None:
     text = page.read_text()
     manifest = json.loads((page.parent / "manifest.json").read_text())
@@ -44,7 +34,7 @@ def test_the_page_is_one_self_contained_file_with_every_trial(world: World, page
     assert "default-src 'none'" in text  # the page's own policy forbids every fetch
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "a network resource"
     assert text.count("data:image/png;base64,") == 2  # progress and lineage, embedded
-    trials = _trials(world)
+    trials = world.trials()
     assert text.count("<tr class=trial ") == len(trials)
     keep = next(t for t in trials if t["status"] == "keep")
     assert f"<td class=n>{keep['number']}</td>" in text and "<b>Verdict</b> keep by agent:campaign" in text
@@ -70,7 +60,7 @@ def test_in_headless_chromium(world: World, page: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    trials = _trials(world)
+    trials = world.trials()
     with chromium() as d:
         d.get(page.as_uri())
         errors = [m for m in d.get_log("browser") if m["level"] in ("SEVERE", "WARNING")]

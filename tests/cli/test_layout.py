@@ -4,7 +4,6 @@ no cell cut to "…", whole hypotheses wrapped under proper tree glyphs, `--wide
 
 from __future__ import annotations
 
-import json
 import re
 
 from tests.cli.conftest import World
@@ -15,16 +14,6 @@ NARROW = {"COLUMNS": "80"}
 def _flat(text: str) -> str:
     """The text without tree glyphs and line breaks: what wrapped lines say, joined."""
     return " ".join(re.sub(r"^[\s│├└─]+", "", ln) for ln in text.splitlines()).replace("  ", " ")
-
-
-def _rows(world: World) -> list[dict]:
-    tree = json.loads(world.run("lineage", "--json").output)["tree"]
-    out, stack = [], list(tree)
-    while stack:
-        n = stack.pop()
-        out.append(n)
-        stack.extend(n.get("children", []))
-    return sorted(out, key=lambda n: n["number"])
 
 
 def test_status_at_80_columns_cuts_no_cell(world20: World) -> None:
@@ -44,7 +33,7 @@ def test_status_at_80_columns_cuts_no_cell(world20: World) -> None:
 
 
 def test_lineage_at_80_columns_wraps_whole_hypotheses_under_tree_glyphs(world20: World) -> None:
-    rows = _rows(world20)
+    rows = world20.trials()
     assert len([r for r in rows if r["kind"] == "proposal"]) == 20
     res = world20.run("lineage", env=NARROW)
     assert res.exit_code == 0 and "…" not in res.output
@@ -63,7 +52,7 @@ def test_lineage_at_80_columns_wraps_whole_hypotheses_under_tree_glyphs(world20:
 
 
 def test_show_at_80_columns_and_the_prompt_it_was_shown(world20: World) -> None:
-    rows = _rows(world20)
+    rows = world20.trials()
     keep = next(r for r in rows if r["status"] == "keep")
     res = world20.run("show", str(keep["number"]), env=NARROW)
     assert res.exit_code == 0
