@@ -81,16 +81,19 @@ SERIES_STYLE: dict[str, dict[str, Any]] = {  # marker, colour, size, label: each
 }
 
 
-def _y_range(values: list[float], ref: float, best: float, direction: str) -> tuple[float, float]:
-    """From a little past the best to a little past the baseline / the bulk of the scores."""
+def _y_range(values: list[float], ref: float, best: float, direction: str,
+             start_runs: tuple[float, ...] = ()) -> tuple[float, float]:
+    """From a little past the best to a little past the baseline's runs / the bulk of the scores."""
     ys = np.array(values, dtype=float)
     spread = abs(ref - best) or (abs(ref) * 0.01 or 1.0)
+    pad = 0.08 * spread
     if direction == "min":
         q = float(np.quantile(ys, 0.90))
-        lo, hi = min(best, float(ys.min())) - 0.12 * spread, max(ref + 0.35 * spread, min(q, ref + 1.5 * spread))
-        return lo, hi
+        hi = max(ref + 0.35 * spread, min(q, ref + 1.5 * spread), max(start_runs, default=ref) + pad)
+        return min(best, float(ys.min())) - 0.12 * spread, hi
     q = float(np.quantile(ys, 0.10))
-    return min(ref - 0.35 * spread, max(q, ref - 1.5 * spread)), max(best, float(ys.max())) + 0.12 * spread
+    lo = min(ref - 0.35 * spread, max(q, ref - 1.5 * spread), min(start_runs, default=ref) - pad)
+    return lo, max(best, float(ys.max())) + 0.12 * spread
 
 
 def progress(proj: Any, info: Any, out: Path, stem: str) -> list[Path]:
@@ -112,7 +115,7 @@ def progress(proj: Any, info: Any, out: Path, stem: str) -> list[Path]:
     off_scale = 0
     all_scores = [y for pts in data.series.values() for _, y in pts]
     if all_scores and h.baseline is not None and h.best is not None:
-        lo, hi = _y_range(all_scores, h.baseline.mean, h.best, info.direction)
+        lo, hi = _y_range(all_scores, h.baseline.mean, h.best, info.direction, h.baseline.values)
         for name, pts in data.series.items():
             st = SERIES_STYLE[name]
             x = np.array([p[0] for p in pts])
