@@ -100,8 +100,16 @@ def campaign_events(name: str, trials: int, seed: int = 0) -> list[ev.Event]:
                 t.record_evaluation(runner, t.epoch, "evaluator:bench", score=score, evaluator="bench@1",
                                     evaluator_sha="e" * 64, eval_wall_s=580.0, at=at + 1180)
         delta = None if score is None or n == 0 else score - best
-        t.label_outcome(status, "harness:bench", score=score, delta=delta, at=at + 1200,
+        scored = status in ("baseline", "keep", "discard")
+        t.label_outcome("scored" if scored else status, "harness:bench", score=score if scored else None,
+                        at=at + 1200,
                         excerpt="RuntimeError: CUDA error: device-side assert triggered" if status == "crash" else "")
+        if scored and n and score is not None:  # the campaign's verdict, as the policy records it
+            t.judge("agent:campaign", verdict=status, runs=[ev.RunScore(number=n, trial_id=t.id, score=score)],
+                    mean=score, threshold=ev.Threshold(value=0.0002, min_delta=0.0002, k=2.0, sd=0.0001),
+                    incumbent_id=ev.trial_id_for(c.id, best_n), incumbent_number=best_n, incumbent_score=best,
+                    improvement=best - score, confirmations_wanted=0, policy="bench", reason="bench",
+                    at=at + 1201)
         out.extend(t.collect_events())
         if status == "keep" and score is not None:
             c.promote("harness:bench", trial_id=t.id, number=n, score=score, delta=delta, evidence=[t.id],

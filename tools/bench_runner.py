@@ -11,7 +11,9 @@ environment contract) and then ``--trials`` launches through ``submit_trial`` + 
   TrialStarted, workspace, train, TrialFinished, evaluator, TrialEvaluated, OutcomeLabelled),
   averaged over the trials, divided by the direct wall time. Target <= 1.05.
 * ``idle_gap_s`` — on the one slot, the longest time from one trial's label to the next trial's
-  claim (2+ trials queued). Target <= 0.5.
+  claim (2+ trials queued). Target <= 0.5. Negative when the
+  runner claimed the next trial before labelling the last (it claims ahead once a trial reaches its
+  evaluation).
 * ``sandbox_ms`` — what the bubblewrap sandbox costs per run: ``sandbox.run`` of ``python -c pass``
   with the train plan versus without a sandbox, ``--sandbox-runs`` times each, interleaved; the
   median of each and their difference in milliseconds (and the spread of the unsandboxed runs, the
@@ -114,7 +116,7 @@ def make_task(root: Path, seconds: float) -> Path:
 def direct(spec, tmp: Path, python: str) -> float:
     ws = tmp / "direct-ws"
     out = tmp / "direct-out"
-    shutil.copytree(wsp.recipe_dir(spec), ws)
+    shutil.copytree(spec.recipe_path, ws)
     out.mkdir()
     env = sandbox.trial_env(home=tmp, data=tmp, out=out, seed=0, threads=1, time_budget_s=120, device="cpu")
     t0 = time.monotonic()
