@@ -24,8 +24,8 @@ takes (another runner that was idle could have run it meanwhile).
 ledger's retry (no claims, no reaping), running trials go on and their appends wait; for one lease
 after the store is back, the reaper leaves expired leases to their holders to renew.
 
-**Signals** (daemon): the first SIGTERM/SIGINT drains — stop claiming, finish the running trials,
-exit 0; a second one kills the running trials and exits, leaving their leases to expire (another
+**Signals** (daemon): the first SIGTERM/SIGINT drains — stop claiming, finish the running trials
+(and a trial already claimed ahead for a slot: it holds a lease), exit 0; a second one kills the running trials and exits, leaving their leases to expire (another
 runner's reaper requeues them).
 """
 
