@@ -5,10 +5,7 @@ a requeued trial is claimed again with a new epoch; the runner's heartbeats name
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,16 +19,12 @@ from tasks import workspace as wsp
 from tasks.spec import load_task
 from tasks.submit import submit_trial
 from tests.fleet.helpers import runner_proc, stream, wait_for
-from tests.tasks.runner_helpers import edit, kill_under, live_under, make_task
+from tests.tasks.runner_helpers import edit, live_under, make_task, world_dir
 
 
 @pytest.fixture
 def world():
-    d = Path(tempfile.mkdtemp(prefix="arl-cancel-", dir="/tmp"))
-    os.chmod(d, 0o755)
-    yield d
-    kill_under(d)
-    shutil.rmtree(d, ignore_errors=True)
+    yield from world_dir("arl-cancel-")
 
 
 def _cli(url: str, *args: str) -> str:

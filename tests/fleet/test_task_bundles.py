@@ -4,9 +4,7 @@ version gives way to the ledger's."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,16 +19,12 @@ from tasks import bundle
 from tasks.spec import load_task
 from tasks.submit import open_campaign, submit_trial
 from tests.fleet.helpers import runner_proc, stream
-from tests.tasks.runner_helpers import kill_under, make_task
+from tests.tasks.runner_helpers import make_task, world_dir
 
 
 @pytest.fixture
 def world():
-    d = Path(tempfile.mkdtemp(prefix="arl-bundle-", dir="/tmp"))
-    os.chmod(d, 0o755)
-    yield d
-    kill_under(d)
-    shutil.rmtree(d, ignore_errors=True)
+    yield from world_dir("arl-bundle-")
 
 
 def test_bundle_is_deterministic_and_recorded(world: Path) -> None:

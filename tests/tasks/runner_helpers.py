@@ -259,3 +259,16 @@ def kill_under(root: Path | str) -> None:
 
 def dedent(s: str) -> str:
     return textwrap.dedent(s)
+
+
+def world_dir(prefix: str):
+    """A fixture body: a fresh directory under /tmp that the sandbox's unprivileged user can read
+    (mode 0755), whose leftover processes are killed and which is removed after the test."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    kill_under(d)
+    shutil.rmtree(d, ignore_errors=True)

@@ -44,7 +44,7 @@ from tasks.sandbox_plan import interpreter_paths
 from tasks.spec import load_task
 from tasks.submit import submit_trial
 from tests.tasks.hostile_driver import CASES, EXPECTED
-from tests.tasks.runner_helpers import COMMON_PY, kill_under, live_under, make_task
+from tests.tasks.runner_helpers import COMMON_PY, live_under, make_task, world_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,11 +72,7 @@ def listener():
 
 @pytest.fixture
 def world():
-    d = Path(tempfile.mkdtemp(prefix="arl-hostile-", dir="/tmp"))
-    os.chmod(d, 0o755)
-    yield d
-    kill_under(d)
-    shutil.rmtree(d, ignore_errors=True)
+    yield from world_dir("arl-hostile-")
 
 
 def _procs_with(needle: str) -> list[int]:
