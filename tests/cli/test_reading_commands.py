@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import World, invoke
+from tests.projections.records import CMU
 
 ROOT = Path(__file__).resolve().parents[2]
-CMU = ROOT.parent / "shared" / "data" / "cmu-release"
 
 
 def _keep(world: World) -> dict:

@@ -1,5 +1,5 @@
 """Where the released CMU records (arXiv 2605.05724) are: ``../shared/data/cmu-release`` from the
-repository root, or the folder named by ``ARLEDGER_CMU_RELEASE``. Each run is a folder holding
+repository root, or the folder named by ``ARLEDGER_CMU_RELEASE``, else the tests' copy. Each run is a folder holding
 results.tsv, tree.tsv and best.json (release_artifacts/<run>/blackboard/ of cxcscmu/Auto-Research-Recipes)."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CMU = Path(os.environ.get("ARLEDGER_CMU_RELEASE") or REPO.parent / "shared" / "data" / "cmu-release")
+FIXTURES = REPO / "tests" / "fixtures" / "cmu-release"
+"""The released runs kept with the tests, unchanged (see its README): a clone anywhere has them."""
+_SHARED = REPO.parent / "shared" / "data" / "cmu-release"
+CMU = Path(os.environ.get("ARLEDGER_CMU_RELEASE") or (_SHARED if (_SHARED / "pg_main").is_dir() else FIXTURES))
 
 
 def records_present() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not CMU.is_dir(), reason=f"the CMU release records are not on this machine ({CMU})")
 
-
-FIXTURES = REPO / "tests" / "fixtures" / "cmu-release"
-"""The five released runs the shared folder does not hold, kept with the tests (see its README)."""
 
 
 def run_dir(name: str) -> Path:

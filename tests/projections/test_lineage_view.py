@@ -13,8 +13,7 @@ from ledger.store import LedgerError
 from projections import Projector, render_lineage_view
 from projections.lineage_view import estimate_tokens
 from tests.projections.helpers import Builder
-
-CMU = Path("/work/shared/data/cmu-release")
+from tests.projections.records import CMU
 
 
 def campaign(noise: float | None = 0.01) -> Projector:
