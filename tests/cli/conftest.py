@@ -47,20 +47,26 @@ def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = No
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False, env=env)
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    root = tmp_path_factory.mktemp("cli-world")
+def campaign_world(tmp_path_factory: pytest.TempPathFactory, folder: str, name: str, max_trials: int) -> World:
+    """A real campaign of ``max_trials`` proposals of the heuristic specialists on the stand-in task,
+    in a SQLite ledger of its own."""
+    root = tmp_path_factory.mktemp(folder)
     task = toy_task(open_dir(root / "toy"))
     url = f"sqlite:{root}/store/ledger.db"
     led, _, _ = init_ledger(url)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ARLEDGER_CACHE", str(open_dir(root / "cache")))
         try:
-            CampaignLoop(led, load_task(task), CampaignConfig(task=str(task), name="c1", max_trials=3, seed=1)).run(
-                poll_s=0.05)
+            cfg = CampaignConfig(task=str(task), name=name, max_trials=max_trials, seed=1)
+            CampaignLoop(led, load_task(task), cfg).run(poll_s=0.05)
         finally:
             led.close()
-    yield World(root, url, task, "c1")
+    return World(root, url, task, name)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield campaign_world(tmp_path_factory, "cli-world", "c1", 3)
 
 
 @pytest.fixture
@@ -73,16 +79,4 @@ def fresh(world: World, tmp_path: Path) -> World:
 @pytest.fixture(scope="session")
 def world20(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A campaign of 20 proposals (and its confirmation runs) on the stand-in task, with a long name."""
-    root = tmp_path_factory.mktemp("cli-world20")
-    task = toy_task(open_dir(root / "toy"))
-    url = f"sqlite:{root}/store/ledger.db"
-    led, _, _ = init_ledger(url)
-    name = "toy-20250101-120000"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ARLEDGER_CACHE", str(open_dir(root / "cache")))
-        try:
-            cfg = CampaignConfig(task=str(task), name=name, max_trials=20, seed=1)
-            CampaignLoop(led, load_task(task), cfg).run(poll_s=0.05)
-        finally:
-            led.close()
-    yield World(root, url, task, name)
+    yield campaign_world(tmp_path_factory, "cli-world20", "toy-20250101-120000", 20)
